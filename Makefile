@@ -1,0 +1,35 @@
+# genarena: `make install`, then `make compare` (the main job), and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: install test test-all lint compare tokenizers benchmarks clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python  ## create .venv and install genarena with its dev tools
+	$(BIN)/pip install -e ".[dev]"
+
+test:  ## the fast suite (CPU, minutes)
+	$(PYTEST) -m "not slow" -q
+
+test-all:  ## everything, slow tests included
+	$(PYTEST) -q
+
+lint:
+	$(BIN)/ruff check src tests
+
+compare:  ## the main job: tokenizers + four paradigms on mnist5k, evaluated, with a report
+	$(BIN)/genarena-compare
+
+tokenizers:  ## train the three tokenizers on mnist5k and write reconstruction grids
+	$(BIN)/genarena-train -m task=tokenizer tokenizer=vq,msvq,kl sweep_name=tokenizers
+
+benchmarks:  ## re-run the benchmark scripts (long); figures land in benchmarks/
+	$(BIN)/python benchmarks/tokenizers.py
+	$(BIN)/python benchmarks/generators.py
+
+clean:
+	rm -rf runs multirun outputs .pytest_cache

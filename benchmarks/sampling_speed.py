@@ -1,0 +1,116 @@
+"""Sampling throughput of the four paradigms, VAR vs raster AR at equal depth, and AR's KV-cache speedup.
+
+Speed does not depend on the weights, so the models are built from the default configs with random
+weights (tokenizers included). Writes benchmarks/sampling_speed.json and .md.
+
+    python benchmarks/sampling_speed.py [--threads 2] [--batch 64] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from genarena.config import config_dir, register_configs
+from genarena.generators import build_generator
+from genarena.tokenizers import build_tokenizer
+
+OUT = Path(__file__).resolve().parent
+
+
+def load_yaml(group: str, name: str) -> dict:
+    """An option's values from conf/ (its schema default line dropped)."""
+    raw = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    raw.pop("defaults", None)
+    return OmegaConf.to_container(raw, resolve=True)
+
+
+def build(paradigm: str, resolution: int, patch_nums: list[int] | None = None):
+    tok_name = {"var": "msvq", "ar": "vq", "maskgit": "vq", "mar": "kl"}[paradigm]
+    tcfg = load_yaml("tokenizer", tok_name)
+    if patch_nums is not None and tok_name == "msvq":
+        tcfg["patch_nums"] = patch_nums
+    torch.manual_seed(0)
+    tok = build_tokenizer(tcfg, image_channels=1, resolution=resolution).eval()
+    gcfg = load_yaml("generator", paradigm)
+    gen = build_generator(gcfg, tok, num_classes=10).eval()
+    return gen, tok, gcfg["sampling"]
+
+
+@torch.no_grad()
+def time_sampling(gen, sampling: dict, batch: int, repeats: int, **extra) -> float:
+    """Best-of-``repeats`` seconds to sample ``batch`` token maps (no decoding)."""
+    labels = torch.arange(batch) % 10
+    gen.sample(labels[:2], generator=torch.Generator().manual_seed(0), **sampling, **extra)  # warm-up
+    best = float("inf")
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        gen.sample(labels, generator=torch.Generator().manual_seed(r), **sampling, **extra)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    register_configs()
+    torch.set_num_threads(args.threads)
+    results: dict = {"threads": args.threads, "batch": args.batch, "torch": torch.__version__,
+                     "cpu": platform.processor() or platform.machine(), "throughput_8x8": {}}
+
+    # 1. each paradigm, default config, 32 px -> 8x8 tokens
+    for paradigm in ("var", "ar", "maskgit", "mar"):
+        gen, tok, sampling = build(paradigm, 32)
+        s = time_sampling(gen, sampling, args.batch, args.repeats)
+        results["throughput_8x8"][paradigm] = {
+            "images_per_s": args.batch / s, "seconds_per_batch": s, "depth": gen.depth, "params": gen.num_params(),
+            "sampling_steps": gen.sampling_steps(**sampling), "cfg": sampling["cfg"]}
+        print(paradigm, f"{args.batch / s:.1f} images/s")
+
+    # 2. VAR vs AR at equal depth: 8x8 (32 px) and 16x16 (64 px, VAR's 256-px scale schedule)
+    ratios = {}
+    for res, pn in ((32, None), (64, [1, 2, 3, 4, 5, 6, 8, 10, 13, 16])):
+        var, _, s_var = build("var", res, pn)
+        ar, _, s_ar = build("ar", res)
+        t_var = time_sampling(var, s_var, args.batch, args.repeats)
+        t_ar = time_sampling(ar, s_ar, args.batch, args.repeats)
+        grid = res // 4
+        ratios[f"{grid}x{grid}"] = {"var_s": t_var, "ar_s": t_ar, "speedup": t_ar / t_var, "depth": var.depth,
+                                    "var_tokens": var.seq_len, "ar_tokens": ar.seq_len}
+        print(f"{grid}x{grid}: VAR {t_ar / t_var:.1f}x faster than AR")
+    results["var_vs_ar"] = ratios
+
+    # 3. AR with and without the KV cache
+    ar, _, s_ar = build("ar", 32)
+    cached = time_sampling(ar, s_ar, args.batch, args.repeats, use_cache=True)
+    full = time_sampling(ar, s_ar, args.batch, args.repeats, use_cache=False)
+    results["ar_kv_cache"] = {"cached_s": cached, "recompute_s": full, "speedup": full / cached}
+    print(f"AR KV cache: {full / cached:.1f}x faster than recomputing the prefix")
+
+    (OUT / "sampling_speed.json").write_text(json.dumps(results, indent=2))
+    lines = ["# Sampling speed (CPU)", "", f"{args.threads} threads, batch {args.batch}, best of {args.repeats}, "
+             f"torch {torch.__version__}; random weights (speed does not depend on them); default configs.", "",
+             "| paradigm | depth | params | steps | images/s |", "|---|---|---|---|---|"]
+    for p, r in results["throughput_8x8"].items():
+        lines.append(f"| {p} | {r['depth']} | {r['params']:,} | {r['sampling_steps']} | {r['images_per_s']:.1f} |")
+    lines += ["", "| grid | VAR tokens | AR tokens | VAR s/batch | AR s/batch | VAR speedup |", "|---|---|---|---|---|---|"]
+    for g, r in ratios.items():
+        lines.append(f"| {g} | {r['var_tokens']} | {r['ar_tokens']} | {r['var_s']:.2f} | {r['ar_s']:.2f} | "
+                     f"{r['speedup']:.1f}x |")
+    kv = results["ar_kv_cache"]
+    lines += ["", f"AR with KV cache: {kv['cached_s']:.2f} s/batch; recomputing the prefix: {kv['recompute_s']:.2f} "
+              f"s/batch; speedup {kv['speedup']:.1f}x."]
+    (OUT / "sampling_speed.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Finding and reading checkpoints with clear errors (a run directory or a ``.ckpt`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genarena.errors import CheckpointError
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or ``<run dir>/checkpoints/last.ckpt`` when given a run directory."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        candidate = p / "checkpoints" / "last.ckpt"
+        if candidate.is_file():
+            return candidate
+        raise CheckpointError(f"run directory {p} has no checkpoints/last.ckpt (did that run finish?)")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    return p
+
+
+def read_checkpoint(path: str | Path, expected_role: str | None = None) -> dict[str, Any]:
+    """Load a genarena checkpoint; ``expected_role`` (tokenizer / generator / classifier) is checked."""
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, pickle garbage, wrong format...
+        raise CheckpointError(f"checkpoint {p} is corrupt or not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"checkpoint {p} is not a genarena checkpoint (no state_dict / hyper_parameters)")
+    role = ckpt["hyper_parameters"].get("role")
+    if expected_role is not None and role != expected_role:
+        raise CheckpointError(f"checkpoint {p} holds a {role!r}, but a {expected_role!r} checkpoint is needed here")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def sub_state_dict(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Entries under ``prefix.`` with the prefix removed."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in state_dict.items() if k.startswith(prefix + ".")}

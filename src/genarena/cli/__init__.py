@@ -1,0 +1,1 @@
+"""Command-line tools: genarena-train, -sample, -eval, -compare, -scaling."""

@@ -1,0 +1,134 @@
+"""Stage-2 data: tokens of a frozen tokenizer, computed once per (tokenizer checkpoint, dataset split).
+
+The cache key hashes the checkpoint file's bytes and the data config that shapes the images, so a
+retrained tokenizer or a different resolution never reuses stale tokens. Continuous (``kl``) tokens
+are cached as posterior mean and std and sampled afresh every time a batch is drawn (as MAR does);
+with ``data.hflip`` the tokens of the flipped images are cached too and picked at random.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from genarena.data.datamodule import ImageDataModule
+from genarena.tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("name", "root", "resolution", "channels", "val_fraction", "split_seed", "num_classes", "num_images")
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(tokenizer_ckpt: str | Path, data_cfg, split: str, flipped: bool = False) -> str:
+    data = {k: data_cfg.get(k) for k in IMAGE_KEYS if k in data_cfg}
+    blob = json.dumps({"ckpt": file_digest(tokenizer_ckpt), "data": data, "split": split, "flip": flipped},
+                      sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode_split(tokenizer: Tokenizer, loader: DataLoader, device: torch.device, desc: str,
+                 flip: bool = False) -> dict[str, Tensor]:
+    """Tokens of every image a loader yields: ``{"tokens", "labels"[, "std"]}`` on the CPU."""
+    tokens, stds, labels = [], [], []
+    tokenizer.to(device).eval()
+    for x, y in tqdm(loader, desc=desc, leave=False):
+        x = x.to(device)
+        if flip:
+            x = x.flip(-1)
+        if tokenizer.kind == "continuous":
+            mu, std = tokenizer.encode_distribution(x)
+            tokens.append(mu.cpu())
+            stds.append(std.cpu())
+        else:
+            tokens.append(tokenizer.encode(x).cpu())
+        labels.append(y)
+    out = {"tokens": torch.cat(tokens), "labels": torch.cat(labels)}
+    if stds:
+        out["std"] = torch.cat(stds)
+    return out
+
+
+class TokenDataset(Dataset):
+    """Items ``(tokens, label)``; continuous tokens are drawn from the cached posterior each time."""
+
+    def __init__(self, cached: dict[str, Tensor], flipped: dict[str, Tensor] | None = None,
+                 sample_posterior: bool = True) -> None:
+        self.cached, self.flipped, self.sample_posterior = cached, flipped, sample_posterior
+
+    def __len__(self) -> int:
+        return len(self.cached["labels"])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        src = self.cached if self.flipped is None or torch.rand(()) < 0.5 else self.flipped
+        tok = src["tokens"][i]
+        if "std" in src and self.sample_posterior:
+            tok = tok + src["std"][i] * torch.randn_like(tok)
+        return tok, int(src["labels"][i])
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Serves cached tokens of the train and val splits of ``data_cfg`` for one tokenizer checkpoint."""
+
+    def __init__(self, data_cfg, tokenizer: Tokenizer, tokenizer_ckpt: str | Path, cache_dir: str | Path) -> None:
+        super().__init__()
+        self.data_cfg, self.tokenizer, self.ckpt = data_cfg, tokenizer, Path(tokenizer_ckpt)
+        self.cache_dir = Path(cache_dir) / "tokens"
+        self.images = ImageDataModule(data_cfg)
+        self._data: dict[str, TokenDataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.images.num_classes
+
+    def _load_or_encode(self, split: str, flip: bool = False) -> dict[str, Tensor]:
+        path = self.cache_dir / f"{cache_key(self.ckpt, self.data_cfg, split, flip)}.pt"
+        if path.is_file():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # a half-written cache from a killed run: rebuild it
+                log.warning("token cache %s unreadable (%s); re-encoding", path, e)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        loader = self.images.loader(split, shuffle=False, drop_last=False, batch_size=256)
+        data = encode_split(self.tokenizer, loader, device, f"encoding {split}{' (flipped)' if flip else ''}", flip)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(data, tmp)
+        tmp.replace(path)
+        log.info("cached %d %s tokens at %s", len(data["labels"]), split, path)
+        return data
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._data:
+            return
+        train = self._load_or_encode("train")
+        flipped = self._load_or_encode("train", flip=True) if self.data_cfg.hflip else None
+        self._data = {"train": TokenDataset(train, flipped), "val": TokenDataset(self._load_or_encode("val"),
+                                                                                   sample_posterior=False)}
+
+    def dataset(self, split: str) -> TokenDataset:
+        self.setup()
+        return self._data[split]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset("train"), batch_size=self.data_cfg.batch_size, shuffle=True, drop_last=True,
+                          num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset("val"), batch_size=self.data_cfg.batch_size, shuffle=False, num_workers=0)

@@ -1,0 +1,21 @@
+"""Errors that the command-line tools report as one clear line instead of a stack trace."""
+
+
+class GenArenaError(Exception):
+    """Base class: a problem with the user's input, reported without a traceback."""
+
+
+class ConfigError(GenArenaError):
+    """A config value that is unknown, of the wrong kind, or inconsistent with another."""
+
+
+class DataError(GenArenaError):
+    """A dataset that is missing, empty or cannot be downloaded."""
+
+
+class CheckpointError(GenArenaError):
+    """A checkpoint that is missing, corrupt, or of the wrong kind."""
+
+
+class IncompatibleTokenizerError(GenArenaError):
+    """A generator paired with a tokenizer of a kind it cannot model."""

@@ -1,0 +1,54 @@
+"""Generators: four paradigms behind one interface (``Generator``), one shared transformer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from genarena.checkpoints import read_checkpoint, sub_state_dict
+from genarena.errors import CheckpointError, ConfigError
+from genarena.generators.ar import RasterAR
+from genarena.generators.base import Generator
+from genarena.generators.mar import MAR
+from genarena.generators.maskgit import MaskGIT
+from genarena.generators.var import VAR
+from genarena.tokenizers import Tokenizer, build_tokenizer
+
+GENERATORS: dict[str, type[Generator]] = {"var": VAR, "ar": RasterAR, "maskgit": MaskGIT, "mar": MAR}
+
+NON_ARCHITECTURE_KEYS = ("name", "sampling")
+
+
+def build_generator(cfg: Mapping[str, Any], tokenizer: Tokenizer, num_classes: int) -> Generator:
+    """Build the paradigm named by ``cfg["name"]`` (a plain dict of ``conf/generator/*.yaml``)."""
+    name = cfg["name"]
+    if name not in GENERATORS:
+        raise ConfigError(f"generator.name={name!r} is not known; choose one of {', '.join(GENERATORS)}")
+    kwargs = {k: v for k, v in cfg.items() if k not in NON_ARCHITECTURE_KEYS}
+    return GENERATORS[name](tokenizer=tokenizer, num_classes=num_classes, **kwargs)
+
+
+def load_generator(path: str | Path, use_ema: bool = True) -> tuple[Generator, Tokenizer, dict[str, Any]]:
+    """Generator (eval mode) and its tokenizer from a generator checkpoint or run directory.
+
+    The checkpoint is self-contained: it carries the tokenizer's config and weights. With
+    ``use_ema`` the EMA weights are used when the run kept them.
+    """
+    ckpt = read_checkpoint(path, expected_role="generator")
+    hp = ckpt["hyper_parameters"]
+    sd = ckpt["state_dict"]
+    tokenizer = build_tokenizer(hp["tokenizer"], hp["data"]["channels"], hp["data"]["resolution"])
+    generator = build_generator(hp["generator"], tokenizer, hp["num_classes"])
+    prefix = "ema_generator" if use_ema and any(k.startswith("ema_generator.") for k in sd) else "generator"
+    try:
+        tokenizer.load_state_dict(sub_state_dict(sd, "tokenizer"))
+        generator.load_state_dict(sub_state_dict(sd, prefix))
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {ckpt['path']} does not match its own config: {e}") from None
+    tokenizer.eval().requires_grad_(False)
+    generator.eval().requires_grad_(False)
+    return generator, tokenizer, dict(hp, path=ckpt["path"], weights=prefix)
+
+
+__all__ = ["GENERATORS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "build_generator", "load_generator"]

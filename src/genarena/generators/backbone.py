@@ -1,0 +1,239 @@
+"""The transformer every paradigm shares: pre-norm blocks with AdaLN class conditioning.
+
+Block (VAR / DiT style; ``c`` is the class embedding ``(B, C)``)::
+
+    g1, g2, s1, s2, b1, b2 = Linear(SiLU(c))
+    x = x + g1 * Attn(LN(x) (1 + s1) + b1)
+    x = x + g2 * MLP(LN(x) (1 + s2) + b2)
+
+The gates start at ``gate_init`` (near zero) and the modulations at zero, so every block starts close
+to the identity. Attention runs through ``F.scaled_dot_product_attention`` with an optional boolean
+mask (True = may attend), optional q/k l2-normalisation with a learned per-head scale (VAR: init 4,
+capped at 100, softmax scale 1), optional 2-D rotary positions and a KV cache for incremental
+decoding. Shapes: tokens ``(B, L, C)``, heads ``(B, H, L, C/H)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def resolve_width(depth: int, width: int | None, heads: int | None) -> tuple[int, int]:
+    """VAR's rule: width = 64 * depth and heads = depth unless set explicitly."""
+    width = width or 64 * depth
+    heads = heads or depth
+    if width % heads:
+        raise ValueError(f"width {width} is not divisible by heads {heads}")
+    return width, heads
+
+
+def block_causal_mask(block_sizes: list[int]) -> Tensor:
+    """Boolean ``(L, L)`` mask for next-scale prediction: query q may see key k iff
+    ``level(q) >= level(k)`` (its own scale and every coarser one). ``L = sum(block_sizes)``."""
+    levels = torch.cat([torch.full((n,), i) for i, n in enumerate(block_sizes)])
+    return levels[:, None] >= levels[None, :]
+
+
+def causal_mask(length: int) -> Tensor:
+    """Boolean lower-triangular ``(L, L)`` mask (query i sees keys 0..i)."""
+    return torch.ones(length, length, dtype=torch.bool).tril()
+
+
+def drop_labels(labels: Tensor, p: float, null_class: int, generator: torch.Generator | None = None) -> Tensor:
+    """Replace each label by ``null_class`` with probability ``p`` (classifier-free guidance training)."""
+    if p <= 0:
+        return labels
+    drop = torch.rand(labels.shape, device=labels.device, generator=generator) < p
+    return torch.where(drop, torch.full_like(labels, null_class), labels)
+
+
+# ----------------------------------------------------------------------------------- rotary 2-D
+def rope_2d(grid: tuple[int, int], head_dim: int, prefix: int = 0, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos/sin tables ``(prefix + h*w, head_dim)`` for 2-D RoPE (LlamaGen): the first half of each
+    head rotates with the row index, the second with the column; ``prefix`` tokens (class tokens)
+    get no rotation."""
+    if head_dim % 4:
+        raise ValueError(f"2-D RoPE needs a head dim divisible by 4, got {head_dim}")
+    h, w = grid
+    quarter = head_dim // 4
+    freqs = 1.0 / base ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w).reshape(-1)
+    cols = torch.arange(w, dtype=torch.float64)[None, :].expand(h, w).reshape(-1)
+    ang = torch.cat([rows[:, None] * freqs, cols[:, None] * freqs], dim=1)  # (hw, head_dim / 2)
+    ang = torch.cat([torch.zeros(prefix, head_dim // 2, dtype=torch.float64), ang])
+    ang = torch.cat([ang, ang], dim=1)  # rotate_half layout
+    return ang.cos().float(), ang.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x (B, H, L, D)`` by tables ``(L, D)``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+# ----------------------------------------------------------------------------------- attention
+class KVCache:
+    """Keys and values ``(B, H, T, D)`` of the tokens decoded so far, for one attention layer."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int, qk_norm: bool, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.qk_norm, self.dropout = heads, width // heads, qk_norm, dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        if qk_norm:  # VAR: q, k on the unit sphere, q scaled by exp(s), s learned per head, init log 4
+            self.log_scale = nn.Parameter(torch.full((1, heads, 1, 1), math.log(4.0)))
+            self.max_log_scale = math.log(100.0)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
+                cache: KVCache | None = None) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scale = None
+        if self.qk_norm:
+            q = F.normalize(q, dim=-1) * self.log_scale.clamp(max=self.max_log_scale).exp()
+            k = F.normalize(k, dim=-1)
+            scale = 1.0
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a sample's whole residual branch with probability p."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) >= self.p
+        return x * keep / (1 - self.p)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with AdaLN (see module docstring)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, dropout: float,
+                 drop_path: float, gate_init: float) -> None:
+        super().__init__()
+        self.width = width
+        self.norm1 = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
+        self.attn = Attention(width, heads, qk_norm, dropout)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width),
+                                 nn.Dropout(dropout))
+        self.drop_path = DropPath(drop_path)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.ada[1].weight)
+        with torch.no_grad():
+            self.ada[1].bias.zero_()
+            self.ada[1].bias[: 2 * width] = gate_init
+
+    def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, rope=None,
+                cache: KVCache | None = None) -> Tensor:
+        g1, g2, s1, s2, b1, b2 = self.ada(cond).view(-1, 1, 6, self.width).unbind(2)
+        x = x + self.drop_path(g1 * self.attn(self.norm1(x) * (1 + s1) + b1, mask, rope, cache))
+        return x + self.drop_path(g2 * self.mlp(self.norm2(x) * (1 + s2) + b2))
+
+
+class AdaLNHead(nn.Module):
+    """Final AdaLN (scale, shift from the class embedding) and a linear projection ``(B, L, C) -> (B, L, out)``."""
+
+    def __init__(self, width: int, out_dim: int) -> None:
+        super().__init__()
+        self.width = width
+        self.norm = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+        self.proj = nn.Linear(width, out_dim)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        scale, shift = self.ada(cond).view(-1, 1, 2, self.width).unbind(2)
+        return self.proj(self.norm(x) * (1 + scale) + shift)
+
+
+class Transformer(nn.Module):
+    """A stack of AdaLN blocks. ``forward(x (B, L, C), cond (B, C)) -> (B, L, C)``.
+
+    With :meth:`start_cache` active, every call appends its tokens' keys/values to per-layer caches
+    and attends to everything cached so far (incremental decoding); :meth:`stop_cache` drops them.
+    """
+
+    def __init__(self, depth: int, width: int, heads: int, mlp_ratio: float, qk_norm: bool, dropout: float,
+                 drop_path: float, gate_init: float) -> None:
+        super().__init__()
+        self.depth, self.width, self.heads, self.mlp_ratio = depth, width, heads, mlp_ratio
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(width, heads, mlp_ratio, qk_norm, dropout, rate, gate_init) for rate in rates)
+        self.caches: list[KVCache] | None = None
+
+    def start_cache(self) -> None:
+        self.caches = [KVCache() for _ in self.blocks]
+
+    def stop_cache(self) -> None:
+        self.caches = None
+
+    @property
+    def cached_len(self) -> int:
+        return 0 if not self.caches else len(self.caches[0])
+
+    def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, rope=None) -> Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(x, cond, mask, rope, self.caches[i] if self.caches is not None else None)
+        return x
+
+    # analytic cost --------------------------------------------------------------------------
+    def flops(self, tokens: int, keys: int | None = None) -> float:
+        """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys
+        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all)."""
+        keys = tokens if keys is None else keys
+        c, hidden = self.width, int(self.width * self.mlp_ratio)
+        per_token = 2 * (3 * c * c + c * c + 2 * c * hidden)  # qkv, out proj, MLP
+        attention = 4 * tokens * keys * c  # q k^T and attn v
+        adaln = 2 * c * 6 * c  # once per sequence
+        return self.depth * (tokens * per_token + attention + adaln)
+
+
+def init_weights(module: nn.Module, width: int, depth: int) -> None:
+    """VAR's init: trunc-normal std sqrt(1 / 3C) for linears and embeddings, output projections
+    divided by sqrt(2 depth). AdaLN layers keep their zero / gate init."""
+    std = math.sqrt(1.0 / (3 * width))
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear) and ".ada." not in f".{name}." and not name.endswith("ada.1"):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+    for name, m in module.named_modules():
+        if isinstance(m, Block):
+            m.attn.proj.weight.data.div_(math.sqrt(2 * depth))
+            m.mlp[2].weight.data.div_(math.sqrt(2 * depth))

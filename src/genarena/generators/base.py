@@ -1,0 +1,112 @@
+"""The ``Generator`` interface: what a paradigm must provide to be compared.
+
+A generator is built against a (frozen) tokenizer whose ``kind`` it declares in ``requires``; it
+never owns the tokenizer's weights (a reference is kept outside the module tree).
+
+- ``loss(tokens, labels) -> {"loss": scalar, ...diagnostics}``
+- ``sample(labels, *, cfg, cfg_schedule, temperature, top_k, top_p, generator, ...) -> tokens``
+  in the tokenizer's layout, ready for ``tokenizer.decode``.
+- ``flops_per_image(train, **sampling)``: analytic FLOPs (2 per multiply-add) of one training
+  image (forward + backward = 3x forward) or of sampling one image.
+- ``sampling_steps(**sampling)``: sequential network evaluations per image.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from genarena.errors import IncompatibleTokenizerError
+from genarena.generators.backbone import AdaLNHead, Transformer, drop_labels, init_weights, resolve_width
+from genarena.tokenizers.base import Tokenizer
+
+TOKENIZER_FOR_KIND = {"discrete": "vq", "multiscale": "msvq", "continuous": "kl"}
+
+
+class Generator(nn.Module, ABC):
+    name: ClassVar[str]
+    requires: ClassVar[str]  # tokenizer kind: discrete | multiscale | continuous
+
+    def __init__(self, tokenizer: Tokenizer, num_classes: int, depth: int, width: int | None, heads: int | None,
+                 mlp_ratio: float, qk_norm: bool, drop_path: float, dropout: float, class_dropout: float,
+                 gate_init: float) -> None:
+        super().__init__()
+        if tokenizer.kind != self.requires:
+            raise IncompatibleTokenizerError(
+                f"generator '{self.name}' needs a {self.requires} tokenizer "
+                f"(tokenizer={TOKENIZER_FOR_KIND[self.requires]}), but got a {tokenizer.kind} one "
+                f"({type(tokenizer).__name__}); train one with "
+                f"`genarena-train task=tokenizer tokenizer={TOKENIZER_FOR_KIND[self.requires]}`")
+        self._tokenizer = (tokenizer,)  # a reference, not a submodule: its weights stay the tokenizer's
+        self.num_classes, self.null_class, self.class_dropout = num_classes, num_classes, class_dropout
+        self.depth = depth
+        self.width, self.heads = resolve_width(depth, width, heads)
+        self.mlp_ratio, self.qk_norm, self.dropout, self.drop_path, self.gate_init = (
+            mlp_ratio, qk_norm, dropout, drop_path, gate_init)
+        self.class_embed = nn.Embedding(num_classes + 1, self.width)  # last row: the null class
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer[0]
+
+    def make_transformer(self, depth: int | None = None) -> Transformer:
+        return Transformer(depth or self.depth, self.width, self.heads, self.mlp_ratio, self.qk_norm,
+                           self.dropout, self.drop_path, self.gate_init)
+
+    def make_head(self, out_dim: int) -> AdaLNHead:
+        return AdaLNHead(self.width, out_dim)
+
+    def finish_init(self, head: AdaLNHead | None = None) -> None:
+        """Apply VAR's init to everything built so far and shrink the head (initial loss ~ ln V)."""
+        init_weights(self, self.width, self.depth)
+        if head is not None:
+            head.proj.weight.data.mul_(0.02)
+            head.proj.bias.data.zero_()
+
+    def condition(self, labels: Tensor) -> Tensor:
+        """Class embedding ``(B, C)``; in training, labels drop to the null class with ``class_dropout``."""
+        if self.training:
+            labels = drop_labels(labels, self.class_dropout, self.null_class)
+        return self.class_embed(labels)
+
+    def guidance_labels(self, labels: Tensor, cfg: float) -> tuple[Tensor, bool]:
+        """``[labels; null]`` when guidance is on (the batch is doubled), else ``labels``."""
+        if cfg == 0:
+            return labels, False
+        return torch.cat([labels, torch.full_like(labels, self.null_class)]), True
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Trainable parameters; ``non_embedding`` leaves out embedding tables and position embeddings
+        (Kaplan et al.'s N)."""
+        total = 0
+        for name, p in self.named_parameters():
+            if non_embedding and ("embed" in name.rsplit(".", 1)[-1] or name.startswith(("class_embed", "token_embed"))
+                                  or "pos_embed" in name or "lvl_embed" in name):
+                continue
+            total += p.numel()
+        return total
+
+    @abstractmethod
+    def loss(self, tokens: Tensor, labels: Tensor) -> dict[str, Tensor]: ...
+
+    @abstractmethod
+    def sample(self, labels: Tensor, *, cfg: float, cfg_schedule: str, temperature: float, top_k: int,
+               top_p: float, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor: ...
+
+    @abstractmethod
+    def flops_per_image(self, train: bool, **sampling: Any) -> float: ...
+
+    @abstractmethod
+    def sampling_steps(self, **sampling: Any) -> int: ...
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.tokenizer.seq_len
+
+
+def accuracy(logits: Tensor, targets: Tensor) -> Tensor:
+    return (logits.argmax(-1) == targets).float().mean()

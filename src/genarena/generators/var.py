@@ -1,0 +1,157 @@
+"""``var``: next-scale prediction (Tian et al. 2024) over the ``msvq`` tokenizer.
+
+Sequence (``L = sum_k pn_k^2`` positions, scales small to large)::
+
+    position block 0   : start token = class embedding           -> predicts scale 0 (1x1)
+    position block k>0 : word_embed(area_down(f_hat_{<k}, pn_k))  -> predicts scale k
+
+Each position adds a learned position embedding and its scale's level embedding. Training uses the
+block-causal mask (a token sees its own and all coarser scales) and cross-entropy over all tokens.
+Sampling decodes one scale per step, all its tokens in parallel, with a KV cache across scales;
+guidance ramps linearly from 0 at the first scale to ``cfg`` at the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from genarena.generators.backbone import block_causal_mask
+from genarena.generators.base import Generator
+from genarena.generators.sampling import guidance_weight, sample_logits, split_guided
+
+
+class VAR(Generator):
+    name = "var"
+    requires = "multiscale"
+
+    def __init__(self, tokenizer, num_classes: int, **backbone) -> None:
+        super().__init__(tokenizer, num_classes, **backbone)
+        self.scales = tuple(tokenizer.scales)
+        self.block_sizes = [p * p for p in self.scales]
+        self.seq_len = sum(self.block_sizes)
+        c, v = self.width, tokenizer.vocab_size
+        self.vocab_size = v
+        self.word_embed = nn.Linear(tokenizer.token_dim, c)
+        self.start_pos = nn.Parameter(torch.zeros(1, self.block_sizes[0], c))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
+        self.lvl_embed = nn.Embedding(len(self.scales), c)
+        self.register_buffer("levels", torch.cat([torch.full((n,), i) for i, n in enumerate(self.block_sizes)]),
+                             persistent=False)
+        self.register_buffer("mask", block_causal_mask(self.block_sizes), persistent=False)
+        self.transformer = self.make_transformer()
+        self.head = self.make_head(v)
+        self.finish_init(self.head)
+        std = (1.0 / (3 * c)) ** 0.5
+        for p in (self.start_pos, self.pos_embed):
+            nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+
+    @property
+    def quantizer(self):
+        return self.tokenizer.quantizer
+
+    def _embed(self, x: Tensor, start: int) -> Tensor:
+        """Add position and level embeddings to ``x (B, n, C)`` placed at sequence offset ``start``."""
+        n = x.shape[1]
+        return x + self.pos_embed[:, start:start + n] + self.lvl_embed(self.levels[start:start + n])
+
+    def forward(self, tokens: Tensor, labels: Tensor) -> Tensor:
+        """Teacher-forced logits ``(B, L, V)`` for concatenated scale indices ``tokens (B, L)``."""
+        cond = self.condition(labels)
+        indices = self.tokenizer.split_scales(tokens)
+        inputs = self.word_embed(self.quantizer.teacher_forcing_inputs(indices))  # (B, L - pn0^2, C)
+        start = cond[:, None] + self.start_pos  # (B, pn0^2, C)
+        x = self._embed(torch.cat([start.expand(-1, self.block_sizes[0], -1), inputs], dim=1), 0)
+        h = self.transformer(x, cond, mask=self.mask)
+        return self.head(h, cond)
+
+    def loss(self, tokens: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        logits = self(tokens, labels)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), reduction="none").view_as(tokens)
+        correct = (logits.argmax(-1) == tokens).float()
+        per_scale_loss = torch.stack([c.mean() for c in ce.split(self.block_sizes, dim=1)])
+        per_scale_acc = torch.stack([c.mean() for c in correct.split(self.block_sizes, dim=1)])
+        out = {"loss": ce.mean(), "acc": correct.mean().detach(),
+               "loss_last": per_scale_loss[-1].detach(), "acc_last": per_scale_acc[-1].detach(),
+               "loss_scale_mean": per_scale_loss.mean().detach(), "acc_scale_mean": per_scale_acc.mean().detach()}
+        for k, (lk, ak) in enumerate(zip(per_scale_loss, per_scale_acc)):
+            out[f"loss_s{k}"], out[f"acc_s{k}"] = lk.detach(), ak.detach()
+        return out
+
+    # ------------------------------------------------------------------ incremental decoding
+    def _decode(self, labels: Tensor, cfg: float, cfg_schedule: str,
+                choose: Callable[[int, Tensor], Tensor]) -> Tensor:
+        """Scale-by-scale decoding with a KV cache. ``choose(k, guided_logits (B, pn^2, V))`` returns the
+        indices of scale k; returns concatenated indices ``(B, L)``."""
+        b = labels.shape[0]
+        all_labels, doubled = self.guidance_labels(labels, cfg)
+        cond = self.class_embed(all_labels)
+        x = cond[:, None] + self.start_pos
+        f_hat, offset, chosen = None, 0, []
+        self.transformer.start_cache()
+        try:
+            for k, pn in enumerate(self.scales):
+                h = self.transformer(self._embed(x, offset), cond)
+                logits = self.head(h, cond)
+                w = guidance_weight(cfg, cfg_schedule, k / max(1, len(self.scales) - 1)) if doubled else None
+                idx = choose(k, split_guided(logits, w))  # (B, pn^2)
+                chosen.append(idx)
+                offset += pn * pn
+                f_hat, nxt = self.quantizer.next_scale_input(k, f_hat, idx.view(b, pn, pn))
+                if nxt is not None:
+                    x = self.word_embed(torch.cat([nxt, nxt]) if doubled else nxt)
+        finally:
+            self.transformer.stop_cache()
+        return torch.cat(chosen, dim=1)
+
+    @torch.no_grad()
+    def incremental_logits(self, tokens: Tensor, labels: Tensor) -> Tensor:
+        """Logits ``(B, L, V)`` of the KV-cached decoder fed the given ``tokens`` (no guidance); equal to
+        the teacher-forced :meth:`forward` logits."""
+        got, sizes = [], self.block_sizes
+        given = tokens.split(sizes, dim=1)
+
+        def choose(k, logits):
+            got.append(logits)
+            return given[k]
+
+        self._decode(labels, 0.0, "constant", choose)
+        return torch.cat(got, dim=1)
+
+    @torch.no_grad()
+    def sample(self, labels: Tensor, *, cfg: float, cfg_schedule: str, temperature: float, top_k: int,
+               top_p: float, generator: torch.Generator | None = None) -> Tensor:
+        return self._decode(labels, cfg, cfg_schedule,
+                            lambda k, logits: sample_logits(logits, temperature, top_k, top_p, generator))
+
+    @torch.no_grad()
+    def sample_progression(self, labels: Tensor, generator: torch.Generator | None = None, **sampling) -> list[Tensor]:
+        """Samples decoded after 1, 2, ..., K scales (coarse to fine), each ``(B, C, H, W)``."""
+        return self.tokenizer.decode_progression(self.sample(labels, generator=generator, **sampling))
+
+    # ------------------------------------------------------------------ cost
+    def sampling_steps(self, **sampling) -> int:
+        return len(self.scales)
+
+    def flops_per_image(self, train: bool, cfg: float = 0.0, **sampling) -> float:
+        c, v, d = self.width, self.vocab_size, self.tokenizer.token_dim
+        L = self.seq_len
+        side = self.scales[-1]
+        embed = 2 * (L - self.block_sizes[0]) * d * c
+        head = L * 2 * c * v + 2 * c * 2 * c
+        if train:
+            # tokenizer side: phi convs building the teacher-forcing inputs (K - 1 scales, no grad)
+            phi = (len(self.scales) - 1) * 2 * 9 * d * d * side * side
+            return 3 * (self.transformer.flops(L) + embed + head) + phi
+        # cached: scale k's tokens attend to all tokens up to and including scale k
+        attn_total, seen = 0.0, 0
+        for n in self.block_sizes:
+            seen += n
+            attn_total += self.transformer.flops(n, seen)
+        phi = len(self.scales) * 2 * 9 * d * d * side * side
+        mult = 2 if cfg else 1
+        return mult * (attn_total + embed + head) + phi

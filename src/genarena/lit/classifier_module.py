@@ -1,0 +1,37 @@
+"""Train the domain classifier (cross-entropy, random translations of up to 2 pixels)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch.nn.functional as F
+from torch import Tensor
+
+from genarena.lit.optim import build_optimizer
+from genarena.metrics.classifier import DomainClassifier, random_translate
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, channels: int, num_classes: int, ch: int, feature_dim: int, optim_cfg, total_steps: int) -> None:
+        super().__init__()
+        self.save_hyperparameters({"role": "classifier", "channels": channels, "num_classes": num_classes,
+                                   "ch": ch, "feature_dim": feature_dim})
+        self.model = DomainClassifier(channels, num_classes, ch, feature_dim)
+        self.optim_cfg, self.total_steps = optim_cfg, total_steps
+
+    def configure_optimizers(self):
+        opt, sched = build_optimizer(self.model, self.optim_cfg, self.total_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self.model(random_translate(x, 2))
+        loss = F.cross_entropy(logits, y)
+        self.log_dict({"train/loss": loss, "train/acc": (logits.argmax(-1) == y).float().mean()})
+        self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.log("val/loss", F.cross_entropy(logits, y))
+        self.log("val/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True)

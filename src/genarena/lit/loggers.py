@@ -1,0 +1,95 @@
+"""Experiment loggers: W&B (online, or offline when there is no key or no network), CSV, or none.
+
+A logger never crashes a run: when W&B cannot start at all, the run goes on with a CSV logger and
+one warning line.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _wandb_host() -> str:
+    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+
+
+def wandb_has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(_wandb_host()) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_server_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((_wandb_host(), 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with a key and a reachable server, else ``offline``."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if not wandb_has_api_key():
+        log.info("W&B: no API key configured, logging offline (sync later with `wandb sync`)")
+        return "offline"
+    if not wandb_server_reachable():
+        log.info("W&B: %s unreachable, logging offline (sync later with `wandb sync`)", _wandb_host())
+        return "offline"
+    return "online"
+
+
+def _csv(run_dir: Path) -> CSVLogger:
+    return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None) -> Logger | bool:
+    """The logger selected by ``cfg.logger``; returns False for ``none``."""
+    lcfg = cfg.logger
+    if lcfg.name == "none":
+        return False
+    if lcfg.name == "csv":
+        return _csv(run_dir)
+    mode = resolve_wandb_mode(lcfg.mode)
+    tags = list(lcfg.tags) + [t for t in (cfg.get("task"), cfg.get("sweep_name")) if t]
+    if cfg.task == "generator":
+        tags.append(cfg.generator.name)
+    kwargs = dict(project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=sorted(set(tags)),
+                  job_type=lcfg.job_type, save_dir=str(run_dir), name=name or run_dir.name,
+                  config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    for attempt in ([mode, "offline"] if mode == "online" else [mode]):
+        try:
+            logger = WandbLogger(mode=attempt, **kwargs)
+            _ = logger.experiment  # start the run now, so failures surface here and not mid-training
+            return logger
+        except Exception as e:  # network errors, auth errors, a broken wandb install...
+            log.warning("W&B could not start in %s mode (%s: %s)", attempt, type(e).__name__, e)
+    log.warning("W&B unavailable: logging to CSV in %s instead", run_dir / "csv")
+    return _csv(run_dir)
+
+
+def finish_wandb() -> None:
+    """Close the current W&B run (between jobs of a multirun, which share one process)."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception as e:  # never let logging teardown fail a run
+        log.warning("wandb.finish() failed: %s", e)

@@ -1,0 +1,123 @@
+"""`genarena-eval` end to end: saved images (.npz, PNG folder) and a generator run, metrics.json files,
+one-line errors, and the W&B hook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from genarena.cli import evaluate
+
+from .conftest import compose_cfg
+from .test_metrics import DATA, eval_config, one_thread, real_splits, tiny_generator_16px  # noqa: F401
+
+DOMAIN = ["data=mnist5k", "data.resolution=16", "extractor=domain"]
+
+
+def write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None = None) -> Path:
+    """uint8 ``(N, C, H, W)`` -> ``images`` (N, H, W, C) [+ ``labels``] in an .npz."""
+    arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
+    np.savez(path, **arrays)
+    return path
+
+
+def fake_run(root: Path) -> Path:
+    """A finished generator run directory with a tiny untrained raster AR checkpoint on mnist5k at 16 px."""
+    gen, tok, gen_cfg, tok_cfg = tiny_generator_16px()
+    run = root / "runs" / "generator_ar_mnist5k" / "2024-01-01_00-00-00"
+    (run / "checkpoints").mkdir(parents=True)
+    sd = {**{f"tokenizer.{k}": v for k, v in tok.state_dict().items()},
+          **{f"generator.{k}": v for k, v in gen.state_dict().items()}}
+    hp = {"role": "generator", "generator": gen_cfg, "tokenizer": tok_cfg, "num_classes": 10,
+          "data": OmegaConf.to_container(compose_cfg(DATA).data, resolve=True)}
+    torch.save({"state_dict": sd, "hyper_parameters": hp}, run / "checkpoints" / "last.ckpt")
+    (run / "metrics.json").write_text(json.dumps({"status": "finished", "paradigm": "ar"}))
+    return run
+
+
+def test_eval_npz_end_to_end(workdir):
+    eval_config()  # puts the tiny classifier into the cache
+    val, labels = real_splits()["val"]
+    npz = write_npz(workdir / "samples.npz", val[::2], labels[::2])
+    out = evaluate.evaluate_main([f"images={npz}", *DOMAIN, "metrics=fid,kid", "n=200"])
+    path = workdir / "eval" / "domain_n200_seed0" / "metrics.json"
+    assert out["metrics_path"] == str(path) and path.is_file()
+    m = json.loads(path.read_text())
+    assert m["eval_n"] == 200 and m["eval_n_real"] == 500 and m["eval_extractor"] == "domain"
+    assert m["eval_classifier"] == "mnist5k-r16-c1" and m["kid_subset_size"] == 200
+    assert m["fid"] < 5 and m["class_acc"] > 0.8 and "isc_mean" not in m
+
+
+def test_eval_png_folder(workdir):
+    eval_config()
+    folder = workdir / "pngs"
+    folder.mkdir()
+    for i, img in enumerate(real_splits()["train"][0][::150]):
+        Image.fromarray(img[0].numpy()).save(folder / f"{i:03d}.png")
+    out = evaluate.evaluate_main([f"images={folder}", *DOMAIN, "metrics=fid,prc", f"out={workdir / 'o'}"])
+    assert out["eval_n"] == 30 and "class_acc" not in out and 0 <= out["precision"] <= 1
+    assert (workdir / "o" / "metrics.json").is_file()
+
+
+def test_eval_generator_run(workdir):
+    run = fake_run(workdir)
+    eval_config()
+    out = evaluate.evaluate_main([f"ckpt={run}", "n=20", "batch_size=10", "extractor=domain", "metrics=fid,prc",
+                                  "temperature=0.9"])
+    assert out["eval_n"] == 20 and out["eval_data"] == "mnist5k" and out["eval_sampling_temperature"] == 0.9
+    eval_dir = run / "eval" / "domain_n20_seed0"
+    assert (eval_dir / "metrics.json").is_file() and (eval_dir / "samples.npz").is_file()
+    merged = json.loads((run / "metrics.json").read_text())
+    assert merged["status"] == "finished" and merged["paradigm"] == "ar"  # kept
+    for key in ("fid", "precision", "recall", "class_acc", "sample_s_per_image", "flops_sample_per_image",
+                "sampling_steps", "eval_n", "eval_extractor"):
+        assert key in merged, key
+    assert merged["sampling_steps"] == 16 and merged["flops_sample_per_image"] > 0
+    with np.load(eval_dir / "samples.npz") as f:
+        assert f["images"].shape == (20, 16, 16, 1) and sorted(set(f["labels"].tolist())) == list(range(10))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["images=nothing.npz", "data=mnist5k"], "neither an .npz file nor a folder"),
+    (["images=x.npz"], "needs data="),
+    (["ckpt=a", "images=b"], "exactly one of ckpt="),
+    (["images=x.npz", "data=mnist5k", "metrics=fid,lpips"], "subset of fid, isc, kid, prc"),
+    (["images=x.npz", "data=mnist5k", "extractor=clip"], "eval.extractor='clip' is not accepted"),
+    (["ckpt=no/such/run"], "does not exist"),
+])
+def test_eval_errors_are_one_line(workdir, monkeypatch, capsys, argv, message):
+    (workdir / "x.npz").write_bytes(b"")
+    monkeypatch.setattr(sys, "argv", ["genarena-eval", *argv])
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main()
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("genarena-eval: error:") and "\n" not in err
+    assert message in err
+
+
+def test_wandb_run_is_found_and_failures_are_one_warning(tmp_path, monkeypatch, caplog):
+    assert evaluate.find_wandb_run_id(tmp_path) is None
+    for name in ("run-20240101_000000-old1", "offline-run-20240202_000000-new2", "latest-run"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    assert evaluate.find_wandb_run_id(tmp_path) == "new2"
+    (tmp_path / "config.yaml").write_text("logger: {project: p, mode: offline}\n")
+    import wandb
+
+    def broken(**kwargs):
+        raise RuntimeError("no wandb here")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    with caplog.at_level(logging.WARNING):
+        assert evaluate.log_to_wandb(tmp_path, {"fid": 1.0}) is False
+    assert len(caplog.records) == 1 and "new2" in caplog.records[0].getMessage()
+

@@ -1,0 +1,134 @@
+"""Tokenizer invariants: round trips, the msvq residual loop, straight-through gradients, overfitting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genarena.tokenizers import build_tokenizer
+from genarena.tokenizers.codebook import Codebook
+from genarena.tokenizers.msvq import phi_indices
+
+from .conftest import MSVQ_CFG, TOKENIZER_CFGS
+
+
+def make(name: str, **over):
+    torch.manual_seed(0)
+    return build_tokenizer({**TOKENIZER_CFGS[name], **over}, image_channels=1, resolution=32)
+
+
+def images(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 32, 32, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("name,shape,dtype", [("vq", (4, 64), torch.long), ("msvq", (4, 85), torch.long),
+                                              ("kl", (4, 64, 4), torch.float32)])
+def test_round_trip_shapes_and_ranges(name, shape, dtype):
+    tok = make(name).eval()
+    tokens = tok.encode(images())
+    assert tokens.shape == shape and tokens.dtype == dtype
+    assert tok.seq_len == shape[1] and tok.grid == (8, 8)
+    if dtype == torch.long:
+        assert 0 <= tokens.min() and tokens.max() < tok.vocab_size
+    out = tok.decode(tokens)
+    assert out.shape == (4, 1, 32, 32) and out.min() >= -1 and out.max() <= 1
+    recon, aux = tok(images())
+    assert recon.shape == (4, 1, 32, 32) and aux["loss"].ndim == 0
+
+
+def test_training_indices_equal_encode_indices():
+    tok = make("msvq").eval()
+    _, aux = tok(images())
+    assert torch.equal(aux["indices"], tok.encode(images()))
+
+
+def test_msvq_scale_contributions_sum_to_f_hat():
+    tok = make("msvq").eval()
+    x = images()
+    f = tok.encoder(x)
+    f_hat_st, indices, _ = tok.quantizer(f)
+    parts = [tok.quantizer.scale_contribution(k, idx) for k, idx in enumerate(indices)]
+    total = torch.stack(parts).sum(0)
+    # f_hat_st = f + sg[f_hat - f] has the value of f_hat
+    torch.testing.assert_close(total, f_hat_st, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tok.quantizer.f_hat_from_indices(indices), total, atol=1e-6, rtol=1e-6)
+    # the residual loop's indices: each scale quantizes what the coarser ones left over
+    assert [i.shape[-1] for i in indices] == MSVQ_CFG["patch_nums"]
+
+
+def test_msvq_teacher_forcing_inputs_equal_step_by_step():
+    tok = make("msvq").eval()
+    q = tok.quantizer
+    indices = q.lookup_all(tok.encoder(images()))
+    teacher = q.teacher_forcing_inputs(indices)
+    f_hat, steps = None, []
+    for k, idx in enumerate(indices):
+        f_hat, nxt = q.next_scale_input(k, f_hat, idx)
+        if nxt is not None:
+            steps.append(nxt)
+    assert nxt is None
+    assert teacher.shape == (4, sum(p * p for p in MSVQ_CFG["patch_nums"][1:]), MSVQ_CFG["z_channels"])
+    torch.testing.assert_close(torch.cat(steps, dim=1), teacher, atol=1e-6, rtol=1e-6)
+    # and the first block is the 1x1 contribution, area-downsampled to scale 1's 2x2 grid
+    first = F.interpolate(q.scale_contribution(0, indices[0]), size=(2, 2), mode="area").flatten(2).transpose(1, 2)
+    torch.testing.assert_close(teacher[:, :4], first)
+
+
+def test_phi_indices_match_var():
+    assert phi_indices(10, 4) == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+    assert phi_indices(1, 4) == [0]
+
+
+@pytest.mark.parametrize("name", ["vq", "msvq"])
+def test_straight_through_gradients_reach_the_encoder(name):
+    tok = make(name).train()
+    recon, aux = tok(images())
+    recon.pow(2).mean().backward()  # reconstruction only: no commitment term
+    grads = [p.grad for p in tok.encoder.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_codebook_restarts_dead_codes_from_candidates():
+    cb = Codebook(16, 4, 0.25, False, 0.0, 1.0, dead_code_threshold=0.5, usage_decay=0.0)
+    z = torch.randn(1, 4, 4, 4) + 5.0  # far from the tiny initial codes: a few codes take every assignment
+    cb.train()
+    cb.quantize(z)
+    assert (cb.usage[0] < 0.5).sum() >= 12
+    restarted = cb.restart_dead_codes(z.permute(0, 2, 3, 1).reshape(-1, 4))
+    assert restarted >= 12
+    assert (cb.embedding.weight - 5.0).abs().mean() < 3.0  # moved next to the encoder outputs
+
+
+def test_kl_tokens_have_unit_scale_after_measuring():
+    tok = make("kl").eval()
+    mu, _ = tok.posterior(images(16))
+    tok.set_scale_factor(mu.std().item())
+    assert abs(tok.encode(images(16)).std().item() - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("name", ["vq", "msvq", "kl"])
+def test_each_tokenizer_overfits_a_fixed_batch_of_64(name):
+    from omegaconf import OmegaConf
+
+    from genarena.data import load_source
+
+    splits = load_source(OmegaConf.create(dict(name="mnist5k", root=None, download=False, resolution=32, channels=1,
+                                               batch_size=64, num_workers=0, val_fraction=0.1, split_seed=0,
+                                               hflip=False)))
+    x = torch.stack([splits.train[i][0] for i in range(64)])
+    tok = make(name, ch=16).train()
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    first = None
+    for step in range(120):
+        recon, aux = tok(x)
+        rec = F.mse_loss(recon, x)
+        loss = rec + aux["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = rec.item() if first is None else first
+    tok.eval()
+    final = F.mse_loss(tok.decode(tok.encode(x)), x).item()
+    assert final < 0.35 * first, (first, final)
