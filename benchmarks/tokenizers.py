@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--tokenizers", nargs="+", default=["vq", "msvq", "kl"])
     args = parser.parse_args()
     runs_dir = Path(args.runs_dir)
-    results = {}
+    previous = OUT / "tokenizers.json"  # a partial re-run (--tokenizers msvq) keeps the others' figures
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
     for name in args.tokenizers:
         cmd = [sys.executable, "-m", "genarena.cli.train", "task=tokenizer", f"tokenizer={name}", "data=mnist5k",
                f"trainer.max_time=00:00:{args.minutes:02d}:00", f"paths.runs_dir={runs_dir}", "force=true",

@@ -21,7 +21,7 @@ BASE_NET = {"ch": 8, "ch_mult": [1, 2, 2], "num_res_blocks": 1}
 VQ_CFG = {"name": "vq", **BASE_NET, "z_channels": 8, "vocab_size": 32, "beta": 0.25, "l2_norm_codes": False,
           "entropy_weight": 0.0, "entropy_temperature": 1.0, "dead_code_threshold": 0.05, "usage_decay": 0.99}
 MSVQ_CFG = {**VQ_CFG, "name": "msvq", "entropy_weight": 0.1, "patch_nums": [1, 2, 4, 8], "quant_resi": 0.5,
-            "share_quant_resi": 4, "scale_norm": True}
+            "share_quant_resi": 4, "scale_norm": "whiten"}
 KL_CFG = {"name": "kl", **BASE_NET, "z_channels": 4, "kl_weight": 1e-4, "scale_factor": None}
 TOKENIZER_CFGS = {"vq": VQ_CFG, "msvq": MSVQ_CFG, "kl": KL_CFG}
 

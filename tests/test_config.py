@@ -108,3 +108,15 @@ def test_cli_errors_are_clear_and_short(workdir, args, needle):
     err = proc.stderr
     assert needle in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml")))
+def test_experiment_presets_compose_and_validate(preset):
+    overrides = [f"experiment={preset}"]
+    if preset == "imagenet256":  # no data on this machine: check the composed config, not the folder
+        cfg = compose_cfg([*overrides, "data.root=/some/where", "tokenizer=vq"])
+        assert cfg.data.resolution == 256 and cfg.trainer.strategy == "ddp" and cfg.logger.name == "wandb"
+        return
+    cfg = compose_cfg(overrides)
+    validate(cfg)
+    assert cfg.data.name == "synthetic" and cfg.trainer.max_steps == 20

@@ -294,7 +294,7 @@ def test_cli_refuses_mixed_data_sets(tmp_path, capsys):
 SWEEPS = {
     "depth": {"generator": "var", "generator.depth": "1,2,3,4"},
     "compute": {"generator": "var", "generator.depth": "1,2,3", "trainer.max_steps": "100,200,400"},
-    "paradigms": {"generator": "var,ar,maskgit,mar", "generator.depth": "1,2,3"},
+    "paradigms": {"generator": "var,ar,maskgit,mar", "generator.depth": "1,2,3,4"},
 }
 
 

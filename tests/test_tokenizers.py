@@ -132,3 +132,27 @@ def test_each_tokenizer_overfits_a_fixed_batch_of_64(name):
     tok.eval()
     final = F.mse_loss(tok.decode(tok.encode(x)), x).item()
     assert final < 0.35 * first, (first, final)
+
+
+@pytest.mark.parametrize("mode", ["standardize", "whiten"])
+def test_scale_norm_maps_each_scale_into_codebook_space_and_back(mode):
+    from genarena.tokenizers.msvq import MultiScaleResidualQuantizer
+
+    q = MultiScaleResidualQuantizer(16, 4, [1, 2], 0.5, 1, 0.25, False, 0.0, 1.0, 0.05, 0.0, mode)
+    g = torch.Generator().manual_seed(0)
+    mix = torch.tensor([[2.0, 0, 0, 0], [1.5, 0.5, 0, 0], [0, 0, 3, 0], [0, 0, 1, 0.2]])
+    r = (torch.randn(512, 4, generator=g) @ mix + 5).view(128, 2, 2, 4).permute(0, 3, 1, 2)  # correlated
+    q.train()
+    z = q.standardize(1, r)  # usage_decay 0: the statistics are this batch's
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 4)
+    cov = torch.cov(flat.T)
+    assert flat.mean(0).abs().max() < 1e-4
+    if mode == "whiten":
+        assert torch.allclose(cov, torch.eye(4), atol=1e-3)
+    else:
+        assert torch.allclose(cov.diagonal(), torch.ones(4), atol=1e-3) and cov[0, 1].abs() > 0.3
+    q.eval()
+    codes = torch.randint(0, 16, (3, 2, 2))
+    e = q.codebook.embed(codes)
+    back = q.standardize(1, q.code_vectors(1, codes))  # code_vectors inverts the map
+    assert torch.allclose(back, e, atol=1e-3)

@@ -85,7 +85,7 @@ class MSVQTokenizerConfig(VQTokenizerConfig):
     patch_nums: list[int] = MISSING  # side of each scale's token map, small to large
     quant_resi: float = MISSING  # r in phi(h) = (1 - r) h + r conv3x3(h)
     share_quant_resi: int = MISSING  # number of partially shared phi convs
-    scale_norm: bool = MISSING  # standardise each scale's residual before the shared-codebook lookup
+    scale_norm: str = MISSING  # none | standardize | whiten: each scale's residual before the codebook lookup
 
 
 @dataclass
@@ -341,6 +341,8 @@ def validate(cfg: DictConfig) -> None:
         check_imagefolder_root(cfg.data)
     _check_choice("tokenizer.name", cfg.tokenizer.name, tuple(TOKENIZERS))
     _check_choice("tokenizer.recon_loss", cfg.tokenizer.recon_loss, ("l1", "l2"))
+    if cfg.tokenizer.name == "msvq":
+        _check_choice("tokenizer.scale_norm", cfg.tokenizer.scale_norm, ("none", "standardize", "whiten"))
     _check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
     _check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, ("constant", "linear"))
     if cfg.generator.name == "ar":

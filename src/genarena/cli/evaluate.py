@@ -62,11 +62,11 @@ SPEC = {
     **{k: SAMPLE_SPEC[k] for k in SAMPLING_KEYS},
 }
 # dotted keys passed to Hydra as overrides of the composed config
-OVERRIDE_PREFIXES = ("data.", "classifier.")
+OVERRIDE_PREFIXES = ("data.", "classifier.", "eval.", "paths.")
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``(plain key=value args, dotted data.* / classifier.* Hydra overrides)``."""
+    """``(plain key=value args, dotted data.* / classifier.* / eval.* / paths.* Hydra overrides)``."""
     overrides = [a for a in argv if a.startswith(OVERRIDE_PREFIXES)]
     return [a for a in argv if a not in overrides], overrides
 
@@ -169,9 +169,31 @@ def apply_data_overrides(cfg: DictConfig, overrides: list[str]) -> None:
         OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
 
 
+def score_generator(generator, tokenizer, hp: dict[str, Any], evaluator: Evaluator, sampling: dict[str, Any],
+                    n: int, seed: int, batch_size: int, device: str | None = None):
+    """Sample ``n`` images (labels balanced over the classes, fixed ``seed``) and score them.
+
+    Returns ``(scalars, Generated)``: the evaluator's metrics plus sampling time per image, sampling
+    FLOPs per image, sampling steps and the sampling options used.
+    """
+    from genarena.generators.generate import balanced_labels, generate
+
+    labels = balanced_labels(n, hp["num_classes"])
+    log.info("sampling %d images (%s, seed %d, %s)", len(labels), hp["generator"]["name"], seed, sampling)
+    result = generate(generator, tokenizer, labels, sampling, seed, batch_size, device)
+    scalars = evaluator(result.images, result.labels)
+    scalars.update({
+        "eval_seed": seed, "eval_weights": hp["weights"],
+        **{f"eval_sampling_{k}": v for k, v in sampling.items()},
+        "sample_s_per_image": result.seconds_per_image,
+        "flops_sample_per_image": generator.flops_per_image(False, **sampling),
+        "sampling_steps": generator.sampling_steps(**sampling),
+    })
+    return scalars, result
+
+
 def evaluate_run(args: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     from genarena.generators import load_generator
-    from genarena.generators.generate import balanced_labels, generate
 
     if args["data"]:
         raise ConfigError(f"data={args['data']} applies to images= only; a run is compared with its own data")
@@ -183,18 +205,10 @@ def evaluate_run(args: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     apply_eval_args(cfg, args)
     evaluator = Evaluator(cfg)  # resolves the extractor before the (slow) sampling
     ev = cfg.eval
-    labels = balanced_labels(ev.num_samples, hp["num_classes"])
     sampling = sampling_options(hp["generator"]["sampling"], args)
-    log.info("sampling %d images (%s, seed %d, %s)", len(labels), hp["generator"]["name"], ev.seed, sampling)
-    result = generate(generator, tokenizer, labels, sampling, ev.seed, ev.batch_size, args["device"])
-    scalars = evaluator(result.images, result.labels)
-    scalars.update({
-        "eval_seed": ev.seed, "eval_weights": hp["weights"],
-        **{f"eval_sampling_{k}": v for k, v in sampling.items()},
-        "sample_s_per_image": result.seconds_per_image,
-        "flops_sample_per_image": generator.flops_per_image(False, **sampling),
-        "sampling_steps": generator.sampling_steps(**sampling),
-    })
+    scalars, result = score_generator(generator, tokenizer, hp, evaluator, sampling, ev.num_samples, ev.seed,
+                                      ev.batch_size, args["device"])
+    labels = result.labels
     in_run = ckpt.parent.name == "checkpoints"
     run_dir = ckpt.parent.parent if in_run else ckpt.parent
     out = Path(args["out"]) if args["out"] else default_out(run_dir, scalars, ev.seed)

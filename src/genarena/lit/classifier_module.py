@@ -19,7 +19,7 @@ class ClassifierModule(L.LightningModule):
         self.optim_cfg, self.total_steps = optim_cfg, total_steps
 
     def configure_optimizers(self):
-        opt, sched = build_optimizer(self.model, self.optim_cfg, self.total_steps)
+        opt, sched = build_optimizer(self.model, self.optim_cfg, self.total_steps, trainer=self._trainer)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -63,7 +63,7 @@ class GeneratorModule(L.LightningModule):
         return self.ema_generator if self.ema_generator is not None else self.generator
 
     def configure_optimizers(self):
-        opt, sched = build_optimizer(self.generator, self.optim_cfg, self.total_steps)
+        opt, sched = build_optimizer(self.generator, self.optim_cfg, self.total_steps, trainer=self._trainer)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -51,7 +51,7 @@ class TokenizerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        opt, sched = build_optimizer(self.tokenizer, self.optim_cfg, self.total_steps)
+        opt, sched = build_optimizer(self.tokenizer, self.optim_cfg, self.total_steps, trainer=self._trainer)
         if self.disc is not None:  # a plain optimizer: Lightning's step counter counts the tokenizer's steps only
             self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=self.disc_lr, betas=(0.5, 0.9))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -155,11 +155,16 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
     from genarena.config import config_dir, register_configs
 
+    from hydra.errors import HydraException
+
     register_configs()
-    if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=list(overrides))
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose("config", overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+    except HydraException as e:  # a bad key or option: one line naming it
+        raise ConfigError(f"{' '.join(overrides)}: {e}") from None
 
 
 def classifier_config(cfg: DictConfig) -> DictConfig:

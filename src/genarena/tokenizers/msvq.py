@@ -7,10 +7,12 @@ small to large (``pn_k`` tokens per side):
 2. ``h_k = phi_k(bicubic_up(embed(idx_k), H))`` with ``phi(h) = (1 - r) h + r conv3x3(h)``;
 3. ``f_hat += h_k``; ``f_rest -= h_k``.
 
-One codebook serves every scale. With ``scale_norm`` (this project's addition, off in VAR) each
-scale's residual is standardised per channel by running statistics of that scale before the lookup,
-and codes are mapped back with the same affine map: coarse residuals (image-wide averages) and fine
-ones then share the codebook's range, which keeps the coarse scales from collapsing onto a few codes.
+One codebook serves every scale. ``scale_norm`` (this project's addition; ``none`` is VAR) maps each
+scale's residual into codebook space with running statistics of that scale before the lookup, and
+maps codes back with the inverse affine map: ``standardize`` per channel, ``whiten`` with the full
+covariance (``Sigma_k^{-1/2} (r - mu_k)``). Coarse residuals (image-wide averages, strongly correlated
+across channels) and fine ones then share the codebook's region of space, which keeps the coarse
+scales from collapsing onto a few codes.
 ``phi`` has ``share_quant_resi`` partially shared convs; scale k of
 K uses the one whose tick in ``linspace(1/(3n), 1 - 1/(3n), n)`` is nearest ``k / (K - 1)``.
 
@@ -29,6 +31,9 @@ from torch import Tensor
 
 from genarena.tokenizers.base import Tokenizer
 from genarena.tokenizers.codebook import Codebook
+
+
+SCALE_NORMS = ("none", "standardize", "whiten")
 
 
 def area_down(x: Tensor, side: int) -> Tensor:
@@ -66,47 +71,89 @@ class MultiScaleResidualQuantizer(nn.Module):
     def __init__(self, vocab_size: int, dim: int, patch_nums: list[int], quant_resi: float,
                  share_quant_resi: int, beta: float, l2_norm_codes: bool, entropy_weight: float,
                  entropy_temperature: float, dead_code_threshold: float, usage_decay: float,
-                 scale_norm: bool) -> None:
+                 scale_norm: str) -> None:
         super().__init__()
         self.patch_nums = tuple(int(p) for p in patch_nums)
         self.codebook = Codebook(vocab_size, dim, beta, l2_norm_codes, entropy_weight, entropy_temperature,
                                  dead_code_threshold, usage_decay, usage_groups=len(self.patch_nums))
         self.phis = nn.ModuleList(Phi(dim, quant_resi) for _ in range(share_quant_resi))
         self.phi_of_scale = phi_indices(len(self.patch_nums), share_quant_resi)
+        if scale_norm not in SCALE_NORMS:
+            raise ValueError(f"scale_norm={scale_norm!r}; choose one of {', '.join(SCALE_NORMS)}")
         self.scale_norm, self.stats_decay = scale_norm, usage_decay
         k = len(self.patch_nums)
         self.register_buffer("res_mean", torch.zeros(k, dim))
-        self.register_buffer("res_std", torch.ones(k, dim))
+        self.register_buffer("res_cov", torch.eye(dim).repeat(k, 1, 1))
+        self._affine_cache: dict = {}
 
     @property
     def side(self) -> int:
         return self.patch_nums[-1]
 
+    @torch.no_grad()
+    def update_stats(self, k: int, r: Tensor) -> None:
+        """EMA of scale k's residual mean ``(D,)`` and covariance ``(D, D)`` (averaged over DDP ranks)."""
+        flat = r.detach().permute(0, 2, 3, 1).reshape(-1, r.shape[1]).float()  # (N, D)
+        mean = flat.mean(0)
+        centred = flat - mean
+        cov = centred.T @ centred / max(1, len(flat) - 1)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            stats = torch.cat([mean[None], cov])
+            torch.distributed.all_reduce(stats)
+            stats /= torch.distributed.get_world_size()
+            mean, cov = stats[0], stats[1:]
+        self.res_mean[k].lerp_(mean, 1 - self.stats_decay)
+        if len(flat) > 1:
+            self.res_cov[k].lerp_(cov, 1 - self.stats_decay)
+
+    def affine(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``(mu_k (D,), A_k (D, D), A_k^{-1} (D, D))``: codebook space is ``(r - mu_k) A_k^T``.
+        Cached outside training (sampling calls it once per scale and step)."""
+        key = (k, self.res_cov.device, self.res_cov.dtype)
+        if not self.training and key in self._affine_cache:
+            return self._affine_cache[key]
+        out = self._compute_affine(k)
+        if not self.training:
+            self._affine_cache[key] = out
+        return out
+
+    def train(self, mode: bool = True):
+        self._affine_cache.clear()  # statistics may change (training) or be loaded anew
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._affine_cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _compute_affine(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        mean, cov = self.res_mean[k].clone(), self.res_cov[k].clone()  # clones: buffers change in place later
+        eye = torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)
+        if self.scale_norm == "standardize":
+            std = cov.diagonal().clamp_min(1e-10).sqrt()
+            return mean, torch.diag(1 / std), torch.diag(std)
+        evals, evecs = torch.linalg.eigh(cov + 1e-5 * eye)
+        evals = evals.clamp_min(1e-10)
+        whiten = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+        colour = evecs @ torch.diag(evals.sqrt()) @ evecs.T
+        return mean, whiten, colour
+
     def standardize(self, k: int, r: Tensor) -> Tensor:
-        """Scale k's residual ``(B, D, pn, pn)`` in codebook space: ``(r - mu_k) / sigma_k`` when
-        ``scale_norm`` is on (running per-channel statistics of that scale), else ``r``."""
-        if not self.scale_norm:
+        """Scale k's residual ``(B, D, pn, pn)`` in codebook space (see ``scale_norm``)."""
+        if self.scale_norm == "none":
             return r
         if self.training:
-            with torch.no_grad():
-                flat = r.detach().transpose(0, 1).flatten(1)  # (D, N)
-                mean = flat.mean(1)
-                std = flat.std(1).clamp_min(1e-5) if flat.shape[1] > 1 else self.res_std[k].clone()
-                if torch.distributed.is_available() and torch.distributed.is_initialized():
-                    stats = torch.stack([mean, std])
-                    torch.distributed.all_reduce(stats)
-                    mean, std = stats / torch.distributed.get_world_size()
-                self.res_mean[k].lerp_(mean, 1 - self.stats_decay)
-                self.res_std[k].lerp_(std, 1 - self.stats_decay)
-        # clones: later scales update the buffers in place while autograd still needs these values
-        return (r - self.res_mean[k].clone().view(1, -1, 1, 1)) / self.res_std[k].clone().view(1, -1, 1, 1)
+            self.update_stats(k, r)
+        mean, a, _ = self.affine(k)
+        x = (r.permute(0, 2, 3, 1) - mean) @ a.T
+        return x.permute(0, 3, 1, 2)
 
     def code_vectors(self, k: int, idx: Tensor) -> Tensor:
         """Indices ``(B, pn, pn)`` -> scale k's code vectors in feature space ``(B, D, pn, pn)``."""
         e = self.codebook.embed(idx)
-        if not self.scale_norm:
+        if self.scale_norm == "none":
             return e
-        return e * self.res_std[k].clone().view(1, -1, 1, 1) + self.res_mean[k].clone().view(1, -1, 1, 1)
+        mean, _, a_inv = self.affine(k)
+        return (e.permute(0, 2, 3, 1) @ a_inv.T + mean).permute(0, 3, 1, 2)
 
     def scale_contribution(self, k: int, idx: Tensor) -> Tensor:
         """``h_k = phi_k(bicubic_up(embed(idx_k)))``: indices ``(B, pn_k, pn_k)`` -> ``(B, D, H, W)``."""
@@ -184,7 +231,7 @@ class MSVQTokenizer(Tokenizer):
     def __init__(self, image_channels: int, resolution: int, ch: int, ch_mult: list[int], num_res_blocks: int,
                  z_channels: int, vocab_size: int, beta: float, l2_norm_codes: bool, entropy_weight: float,
                  entropy_temperature: float, dead_code_threshold: float, usage_decay: float,
-                 patch_nums: list[int], quant_resi: float, share_quant_resi: int, scale_norm: bool) -> None:
+                 patch_nums: list[int], quant_resi: float, share_quant_resi: int, scale_norm: str) -> None:
         super().__init__(image_channels, resolution, ch, ch_mult, num_res_blocks, z_channels)
         if int(patch_nums[-1]) != self.grid[0]:
             raise ValueError(f"patch_nums {list(patch_nums)} must end at the latent side {self.grid[0]}")

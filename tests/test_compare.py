@@ -1,0 +1,54 @@
+"""genarena-compare: options, the frontier, and a tiny end-to-end comparison."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from genarena.cli.compare import load_options, pareto_front
+from genarena.errors import ConfigError
+
+
+def test_options_split_and_bad_values_are_clear():
+    opts, overrides = load_options(["compare.num_samples=10", "data=digits", "compare.generators=[ar]"])
+    assert opts.num_samples == 10 and list(opts.generators) == ["ar"] and overrides == ["data=digits"]
+    with pytest.raises(ConfigError, match="compare.nope is not a genarena-compare option"):
+        load_options(["compare.nope=1"])
+    with pytest.raises(ConfigError, match="choose a non-empty subset of var, ar, maskgit, mar"):
+        load_options(["compare.generators=[gan]"])
+    with pytest.raises(ConfigError, match="need tokenizers \\['kl'\\]"):
+        load_options(["compare.tokenizers=[vq,msvq]"])
+    with pytest.raises(ConfigError, match="compare.generators"):
+        load_options(["generator=var"])
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(1.0, 10.0), (2.0, 5.0), (3.0, 7.0), (0.5, 20.0), (4.0, 1.0)]
+    assert pareto_front(pts) == [3, 0, 1, 4]
+
+
+def test_tiny_comparison_writes_the_report(workdir):
+    args = ["data=synthetic", "data.num_images=400", "classifier.max_steps=20", "trainer.enable_progress_bar=false",
+            "trainer.limit_val_batches=2", "trainer.val_check_interval=2", "log.sample_every_n_steps=0",
+            "compare.tokenizer_args=[trainer.max_steps=2]", "compare.generator_args=[trainer.max_steps=2]",
+            "compare.num_samples=20", "compare.batch_size=20", "compare.name=tiny", "eval.extractor=domain"]
+    proc = subprocess.run([sys.executable, "-m", "genarena.cli.compare", *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = workdir / "experiments" / "compare" / "tiny"
+    report = (out / "report.md").read_text()
+    for paradigm in ("var", "ar", "maskgit", "mar"):
+        assert f"| {paradigm} |" in report
+    for ref in ("real train split", "vq reconstructions", "msvq reconstructions", "kl reconstructions"):
+        assert f"| {ref} |" in report
+    assert "N = 20" in report and "domain" in report
+    assert (out / "samples.png").stat().st_size > 1000 and (out / "frontier.png").stat().st_size > 1000
+    results = json.loads((out / "results.json").read_text())
+    assert {r["paradigm"] for r in results["paradigms"]} == {"var", "ar", "maskgit", "mar"}
+    for r in results["paradigms"]:
+        assert r["eval_n"] == 20 and r["eval_extractor"] == "domain" and 0 <= r["class_acc"] <= 1
+        assert r["fid"] >= 0 and r["sample_s_per_image"] > 0 and r["params"] > 0
+    assert "genarena-compare 5/5" in proc.stdout  # progress shown stage by stage
