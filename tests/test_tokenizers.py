@@ -121,7 +121,7 @@ def test_each_tokenizer_overfits_a_fixed_batch_of_64(name):
     tok = make(name, ch=16).train()
     opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
     first = None
-    for step in range(120):
+    for _step in range(120):
         recon, aux = tok(x)
         rec = F.mse_loss(recon, x)
         loss = rec + aux["loss"]

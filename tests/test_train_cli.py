@@ -112,6 +112,14 @@ def test_multirun_sweep_writes_one_directory_per_job(workdir):
     for name in ("vq", "kl"):
         jobs = list((workdir / "runs" / f"tokenizer_{name}_mnist5k" / "tiny").iterdir())
         assert len(jobs) == 1 and (jobs[0] / "metrics.json").is_file()
+    # re-running the same sweep skips the jobs that finished (same directories, same configs)
+    stamp = {p: p.stat().st_mtime for p in (workdir / "runs").rglob("last.ckpt")}
+    again = subprocess.run([sys.executable, "-m", "genarena.cli.train", "-m", *FAST, "task=tokenizer",
+                            "tokenizer=vq,kl", "sweep_name=tiny"], cwd=workdir, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("skipping: an identical run already finished") == 2
+    assert stamp == {p: p.stat().st_mtime for p in (workdir / "runs").rglob("last.ckpt")}
 
 
 def test_wandb_logger_runs_offline_without_a_key(workdir):

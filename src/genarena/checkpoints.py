@@ -29,7 +29,9 @@ def read_checkpoint(path: str | Path, expected_role: str | None = None) -> dict[
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated zip, pickle garbage, wrong format...
-        raise CheckpointError(f"checkpoint {p} is corrupt or not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt or not a PyTorch checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"checkpoint {p} is not a genarena checkpoint (no state_dict / hyper_parameters)")
     role = ckpt["hyper_parameters"].get("role")

@@ -46,7 +46,8 @@ log = logging.getLogger("genarena")
 PARADIGM_TOKENIZER = {"var": "msvq", "ar": "vq", "maskgit": "vq", "mar": "kl"}
 TABLE = [  # (column, key in a result row, format)
     ("paradigm", "paradigm", "{}"), ("tokenizer", "tokenizer", "{}"), ("params", "params", "{:,}"),
-    ("train GFLOPs", "train_gflops", "{:.3g}"), ("train min", "train_min", "{:.1f}"), ("val loss", "val_loss", "{:.4f}"),
+    ("train GFLOPs", "train_gflops", "{:.3g}"), ("train min", "train_min", "{:.1f}"),
+    ("val loss", "val_loss", "{:.4f}"),
     ("FID", "fid", "{:.2f}"), ("IS", "isc_mean", "{:.2f}"), ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"), ("class acc", "class_acc", "{:.3f}"), ("sample s/img", "sample_s_per_image",
                                                                              "{:.4f}"),
@@ -118,6 +119,25 @@ def reconstruct(tokenizer, images: torch.Tensor, batch_size: int) -> torch.Tenso
     for x in images.split(batch_size):
         out.append(to_uint8(tokenizer.decode(tokenizer.encode(x.float() / 127.5 - 1))))
     return torch.cat(out)
+
+
+def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of ``n`` items spread evenly over the classes of ``labels (M,)`` (first ones of each class):
+    data sets are often stored sorted by class, so their first n items are not a fair sample."""
+    from genarena.generators.generate import balanced_labels
+
+    classes = labels.unique(sorted=True)
+    want = classes[balanced_labels(n, len(classes))]
+    picked = []
+    for c in classes.tolist():
+        pool = (labels == c).nonzero().flatten()
+        picked.append(pool[: int((want == c).sum())])
+    out = torch.cat(picked)
+    if len(out) < n:  # a class with too few items: fill from the rest in order
+        rest = torch.ones(len(labels), dtype=torch.bool)
+        rest[out] = False
+        out = torch.cat([out, rest.nonzero().flatten()[: n - len(out)]])
+    return out
 
 
 def class_grid(images: torch.Tensor, labels: torch.Tensor, per_class: int) -> torch.Tensor:
@@ -242,6 +262,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any
         lines.append(f"| {r['paradigm']} | {fmt(r.get('fid'), '{:.2f}')} | {fmt(r.get('isc_mean'), '{:.2f}')} | "
                      f"{fmt(r.get('precision'), '{:.3f}')} | {fmt(r.get('recall'), '{:.3f}')} | "
                      f"{fmt(r.get('class_acc'), '{:.3f}')} |")
+    if meta["reused"]:
+        lines += ["", f"Reused from earlier identical runs (not retrained by this invocation, so its wall time leaves "
+                      f"them out; their own training time is in the table): {', '.join(meta['reused'])}."]
     if meta["missing"]:
         lines += ["", f"**Missing runs** (failed or not finished; see their run directories): {meta['missing']}"]
     lines += ["", "## Samples", "", "![samples](samples.png)", "",
@@ -263,15 +286,15 @@ def compare_main(argv: list[str] | None = None) -> Path:
     from genarena.cli.evaluate import score_generator
     from genarena.data import ImageDataModule
     from genarena.generators import load_generator
-    from genarena.metrics.fidelity import Evaluator, compose_config, ensure_classifier
     from genarena.metrics.classifier import load_classifier
+    from genarena.metrics.fidelity import Evaluator, compose_config, ensure_classifier
     from genarena.tokenizers import load_tokenizer
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip() + "\n\nOptions (conf/compare.yaml):\n" + (config_dir() / "compare.yaml").read_text())
         raise SystemExit(0)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     opts, overrides = load_options(argv)
     name = opts.name or compose_config(overrides).data.name
     runs_dir = Path(opts.runs_dir) / name
@@ -285,6 +308,9 @@ def compare_main(argv: list[str] | None = None) -> Path:
 
     t = time.perf_counter()
     banner(1, total, f"domain classifier of data={cfg.data.name} (cached in {cfg.paths.cache_dir})")
+    from genarena.metrics.classifier import classifier_cache_path
+
+    classifier_cached = classifier_cache_path(cfg.paths.cache_dir, cfg.data).is_file()
     classifier_path = ensure_classifier(cfg)
     stage_min["classifier"] = (time.perf_counter() - t) / 60
 
@@ -305,6 +331,8 @@ def compare_main(argv: list[str] | None = None) -> Path:
         if rc != 0:
             log.warning("the generator sweep exited with %d; evaluating the runs that finished", rc)
     gen_runs = {k: v for k, v in finished_runs(runs_dir, "generator", "paradigm").items() if k in opts.generators}
+    reused = sorted(f"{kind} {name}" for kind, runs in (("tokenizer", tok_runs), ("generator", gen_runs))
+                    for name, d in runs.items() if (d / "metrics.json").stat().st_mtime < started_at)
     stage_min["generators"] = (time.perf_counter() - t) / 60
     if not gen_runs:
         raise GenArenaError(f"genarena-compare: no generator run finished under {runs_dir}; see the logs above")
@@ -339,7 +367,9 @@ def compare_main(argv: list[str] | None = None) -> Path:
               f"{row['sample_s_per_image']:.4f} s/image", flush=True)
 
     refs: list[dict[str, Any]] = []
-    train_images, train_labels = ImageDataModule(cfg.data).real_images_uint8("train", limit=int(opts.num_samples))
+    train_images, train_labels = ImageDataModule(cfg.data).real_images_uint8("train")
+    keep = balanced_subset(train_labels, int(opts.num_samples))
+    train_images, train_labels = train_images[keep], train_labels[keep]
     refs.append({"paradigm": "real train split", **evaluator(train_images, train_labels)})
     for tok_name in opts.tokenizers:
         if tok_name not in tok_runs:
@@ -368,6 +398,7 @@ def compare_main(argv: list[str] | None = None) -> Path:
                                                              if torch.cuda.is_available() else ", no GPU"),
         "missing": [g for g in opts.generators if g not in gen_runs],
         "tokenizer_runs": {k: str(v) for k, v in tok_runs.items()}, "stage_min": stage_min,
+        "reused": (["domain classifier (cached)"] if classifier_cached else []) + reused,
         "total_min": (time.perf_counter() - start) / 60,
     }
     path = write_report(out, rows, refs, meta)

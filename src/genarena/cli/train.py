@@ -58,7 +58,9 @@ def current_run_dir(cfg: DictConfig) -> Path:
         return d
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, logger, extra_callbacks: list, monitor: str | None = None) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, logger, extra_callbacks: list, monitor: str | None = None
+) -> L.Trainer:
     t = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
@@ -98,7 +100,8 @@ def train_tokenizer(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
                              dm.num_classes, grid_images)
     if cfg.trainer.compile:
         module.tokenizer.compile()
-    trainer = build_trainer(cfg, run_dir, logger, [ImageGridCallback(cfg.log.sample_every_n_steps, run_dir / "samples")])
+    trainer = build_trainer(cfg, run_dir, logger,
+                            [ImageGridCallback(cfg.log.sample_every_n_steps, run_dir / "samples")])
     t0 = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
     wall = time.time() - t0
@@ -172,7 +175,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     fingerprint = config_fingerprint(cfg)
     if not cfg.force:
         done = find_finished_run(Path(cfg.paths.runs_dir) / cfg.experiment_name, fingerprint)
-        if done is not None and done.resolve() != run_dir.resolve():
+        if done is not None:  # also the same directory: re-running a sweep skips its finished jobs
             log.info("skipping: an identical run already finished in %s (force=true re-runs it)", done)
             return read_metrics(done)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,7 @@ def init_weights(module: nn.Module, width: int, depth: int) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
-    for name, m in module.named_modules():
+    for _name, m in module.named_modules():
         if isinstance(m, Block):
             m.attn.proj.weight.data.div_(math.sqrt(2 * depth))
             m.mlp[2].weight.data.div_(math.sqrt(2 * depth))

@@ -82,5 +82,7 @@ def load_classifier(path: str | Path) -> tuple[DomainClassifier, dict[str, Any]]
     except FileNotFoundError:
         raise CheckpointError(f"domain classifier {path} does not exist") from None
     except Exception as e:
-        raise CheckpointError(f"domain classifier {path} is corrupt ({type(e).__name__}: {e}); delete it to retrain") from None
+        raise CheckpointError(
+            f"domain classifier {path} is corrupt ({type(e).__name__}: {e}); delete it to retrain"
+        ) from None
     return model.eval().requires_grad_(False), meta

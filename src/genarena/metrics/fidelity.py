@@ -152,10 +152,9 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """genarena's root config (``conf/config.yaml``) with Hydra overrides, inside or outside a Hydra app."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
     from genarena.config import config_dir, register_configs
-
-    from hydra.errors import HydraException
 
     register_configs()
     try:
@@ -266,7 +265,9 @@ def download_inception_weights(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
 def check_eval_options(eval_cfg: DictConfig) -> None:
     """Accepted values of ``eval.extractor``, ``eval.split`` and ``eval.metrics``."""
     if eval_cfg.extractor not in EXTRACTORS:
-        raise ConfigError(f"eval.extractor={eval_cfg.extractor!r} is not accepted; choose one of {', '.join(EXTRACTORS)}")
+        raise ConfigError(
+            f"eval.extractor={eval_cfg.extractor!r} is not accepted; choose one of {', '.join(EXTRACTORS)}"
+        )
     if eval_cfg.split not in SPLITS:
         raise ConfigError(f"eval.split={eval_cfg.split!r} is not accepted; choose one of {', '.join(SPLITS)}")
     bad = [m for m in eval_cfg.metrics if m not in METRICS]

@@ -32,7 +32,6 @@ from torch import Tensor
 from genarena.tokenizers.base import Tokenizer
 from genarena.tokenizers.codebook import Codebook
 
-
 SCALE_NORMS = ("none", "standardize", "whiten")
 
 
