@@ -342,7 +342,9 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("tokenizer.name", cfg.tokenizer.name, tuple(TOKENIZERS))
     _check_choice("tokenizer.recon_loss", cfg.tokenizer.recon_loss, ("l1", "l2"))
     if cfg.tokenizer.name == "msvq":
-        _check_choice("tokenizer.scale_norm", cfg.tokenizer.scale_norm, ("none", "standardize", "whiten"))
+        from genarena.tokenizers.msvq import SCALE_NORMS
+
+        _check_choice("tokenizer.scale_norm", cfg.tokenizer.scale_norm, SCALE_NORMS)
     _check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
     _check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, ("constant", "linear"))
     if cfg.generator.name == "ar":

@@ -263,8 +263,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any
                      f"{fmt(r.get('precision'), '{:.3f}')} | {fmt(r.get('recall'), '{:.3f}')} | "
                      f"{fmt(r.get('class_acc'), '{:.3f}')} |")
     if meta["reused"]:
-        lines += ["", f"Reused from earlier identical runs (not retrained by this invocation, so its wall time leaves "
-                      f"them out; their own training time is in the table): {', '.join(meta['reused'])}."]
+        lines += ["", f"Reused from earlier runs (not trained by this invocation, so its wall time leaves them out; "
+                      f"a reused generator's training time is in the table): {', '.join(meta['reused'])}."]
     if meta["missing"]:
         lines += ["", f"**Missing runs** (failed or not finished; see their run directories): {meta['missing']}"]
     lines += ["", "## Samples", "", "![samples](samples.png)", "",
