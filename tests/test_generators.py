@@ -213,6 +213,14 @@ def test_depth_knob_sets_width_and_heads():
     assert len(gen.transformer.blocks) == 3
 
 
+def test_mar_denoiser_width_follows_the_backbone_unless_set():
+    for depth in (1, 2):
+        gen, _ = tiny_generator("mar", depth=depth, width=None, heads=None, diffusion_width=None)
+        assert gen.diffloss.net.width == gen.width == 64 * depth
+    gen, _ = tiny_generator("mar", depth=2, width=None, heads=None, diffusion_width=48)
+    assert gen.diffloss.net.width == 48
+
+
 def test_gumbel_noise_is_finite_with_the_gumbel_mean():
     from genarena.generators.sampling import gumbel_noise
 

@@ -160,6 +160,9 @@ def test_collect_local_keeps_finished_generator_runs(tmp_path):
     fake_run(tmp_path, "a/4", depth=4, sweep="compute")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metrics.json").write_text("{not json")
+    evaluation = tmp_path / "a" / "0" / "eval" / "domain_n500_seed0"  # genarena-eval's output: not a run
+    evaluation.mkdir(parents=True)
+    (evaluation / "metrics.json").write_text('{"fid": 12.0}')
     col = collect_local([tmp_path], sweep="depth")
     assert [r["depth"] for r in col.runs] == [1, 2]
     assert all(r["status"] == "finished" and r["task"] == "generator" for r in col.runs)

@@ -155,7 +155,7 @@ class MARGeneratorConfig(GeneratorConfig):
     decoder_depth: int | None = None  # default depth
     buffer_size: int = MISSING  # class-token buffer positions
     mask_ratio_min: float = MISSING  # truncated normal (mean 1, std 0.25) lower bound
-    diffusion_width: int = MISSING
+    diffusion_width: int | None = None  # the denoiser MLP's width; None: the backbone width (grows with depth)
     diffusion_depth: int = MISSING
     diffusion_timesteps: int = MISSING  # training schedule length (1000)
     diffusion_batch_mul: int = MISSING  # noise draws per token

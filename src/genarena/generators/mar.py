@@ -43,7 +43,7 @@ class MAR(Generator):
     requires = "continuous"
 
     def __init__(self, tokenizer, num_classes: int, order: str, encoder_depth: int | None,
-                 decoder_depth: int | None, buffer_size: int, mask_ratio_min: float, diffusion_width: int,
+                 decoder_depth: int | None, buffer_size: int, mask_ratio_min: float, diffusion_width: int | None,
                  diffusion_depth: int, diffusion_timesteps: int, diffusion_batch_mul: int, noise_schedule: str,
                  **backbone) -> None:
         super().__init__(tokenizer, num_classes, **backbone)
@@ -66,7 +66,8 @@ class MAR(Generator):
         self.decoder = self.make_transformer(self.decoder_depth)
         self.dec_norm = nn.LayerNorm(c, eps=1e-6)
         self.diff_pos_embed = nn.Parameter(torch.zeros(1, n, c))
-        self.diffloss = DiffusionLoss(self.token_dim, c, diffusion_width, diffusion_depth, diffusion_timesteps,
+        self.diffusion_width = diffusion_width or c  # the denoiser scales with the backbone by default
+        self.diffloss = DiffusionLoss(self.token_dim, c, self.diffusion_width, diffusion_depth, diffusion_timesteps,
                                       diffusion_batch_mul, noise_schedule)
         if order == "raster":
             self.register_buffer("mask", causal_mask(total), persistent=False)

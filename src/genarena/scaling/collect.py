@@ -109,6 +109,9 @@ def _finish(col: Collection, keep: str) -> Collection:
     return col
 
 
+EVAL_DIR = "eval"  # genarena-eval writes <run>/eval/<extractor>_n<N>_seed<seed>/metrics.json
+
+
 def collect_local(dirs: Sequence[str | Path], *, sweep: str | None = None, data: str | None = None,
                   keep: str = "newest") -> Collection:
     """Every ``metrics.json`` below ``dirs``: finished generator runs (optionally of one ``sweep`` /
@@ -121,6 +124,8 @@ def collect_local(dirs: Sequence[str | Path], *, sweep: str | None = None, data:
         if not root.is_dir():
             raise ScalingError(f"run directory {str(d)!r} does not exist or is not a directory")
         for path in sorted(root.rglob("metrics.json")):
+            if EVAL_DIR in path.relative_to(root).parts[:-1]:
+                continue  # genarena-eval's output inside a run: its scalars are merged into the run's own file
             try:
                 m = json.loads(path.read_text())
                 if not isinstance(m, dict):
