@@ -107,8 +107,7 @@ def main() -> None:
         t_var1 = time_sampling(var, s_var, 1, args.repeats)
         t_ar1 = time_sampling(ar, s_ar, 1, args.repeats)
         grid = res // 4
-        # analytic sampling FLOPs (guidance included): at large batch both are compute-bound, so the
-        # speed-up is capped near AR's FLOPs / VAR's FLOPs
+        # analytic sampling FLOPs (guidance included): speed-up = FLOP ratio x ratio of achieved rates
         f_var, f_ar = var.flops_per_image(False, **s_var), ar.flops_per_image(False, **s_ar)
         ratios[f"{grid}x{grid}"] = {"var_s": t_var, "ar_s": t_ar, "speedup": t_ar / t_var, "depth": var.depth,
                                     "var_tokens": var.seq_len, "ar_tokens": ar.seq_len,

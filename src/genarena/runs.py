@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+EVAL_DIR = "eval"  # genarena-eval writes <run>/eval/<extractor>_n<N>_seed<seed>/metrics.json
+
 # keys that change where or how a run is logged, not what it computes
 VOLATILE_KEYS = ("paths", "logger", "force", "sweep_name", "experiment_name", "eval.every_n_steps",
                  "trainer.enable_progress_bar", "trainer.log_every_n_steps", "log")

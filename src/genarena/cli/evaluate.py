@@ -32,7 +32,7 @@ from genarena.cli.sample import SAMPLING_KEYS, sampling_options, save_samples
 from genarena.cli.sample import SPEC as SAMPLE_SPEC
 from genarena.errors import ConfigError, DataError
 from genarena.metrics.fidelity import METRICS, Evaluator, check_eval_options, compose_config
-from genarena.runs import update_metrics, write_metrics
+from genarena.runs import EVAL_DIR, update_metrics, write_metrics
 
 log = logging.getLogger("genarena")
 
@@ -157,7 +157,7 @@ def log_to_wandb(run_dir: Path, scalars: dict[str, Any]) -> bool:
 
 
 def default_out(base: Path, scalars: dict[str, Any], seed: int) -> Path:
-    return base / "eval" / f"{scalars['eval_extractor']}_n{scalars['eval_n']}_seed{seed}"
+    return base / EVAL_DIR / f"{scalars['eval_extractor']}_n{scalars['eval_n']}_seed{seed}"
 
 
 def apply_data_overrides(cfg: DictConfig, overrides: list[str]) -> None:

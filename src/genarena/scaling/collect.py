@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from genarena.runs import EVAL_DIR
 from genarena.scaling.fit import ScalingError
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,6 @@ def _finish(col: Collection, keep: str) -> Collection:
                                  r.get("time") or 0))
     log.debug("%s", col.summary())
     return col
-
-
-EVAL_DIR = "eval"  # genarena-eval writes <run>/eval/<extractor>_n<N>_seed<seed>/metrics.json
 
 
 def collect_local(dirs: Sequence[str | Path], *, sweep: str | None = None, data: str | None = None,
