@@ -66,8 +66,8 @@ class MAR(Generator):
         self.decoder = self.make_transformer(self.decoder_depth)
         self.dec_norm = nn.LayerNorm(c, eps=1e-6)
         self.diff_pos_embed = nn.Parameter(torch.zeros(1, n, c))
-        self.diffusion_width = diffusion_width or c  # the denoiser scales with the backbone by default
-        self.diffloss = DiffusionLoss(self.token_dim, c, self.diffusion_width, diffusion_depth, diffusion_timesteps,
+        denoiser_width = diffusion_width or c  # the denoiser scales with the backbone by default
+        self.diffloss = DiffusionLoss(self.token_dim, c, denoiser_width, diffusion_depth, diffusion_timesteps,
                                       diffusion_batch_mul, noise_schedule)
         if order == "raster":
             self.register_buffer("mask", causal_mask(total), persistent=False)
