@@ -27,7 +27,7 @@ compare:  ## the main job: tokenizers + four paradigms on mnist5k, evaluated, wi
 tokenizers:  ## train the three tokenizers on mnist5k and write reconstruction grids
 	$(BIN)/genarena-train -m task=tokenizer tokenizer=vq,msvq,kl sweep_name=tokenizers
 
-benchmarks:  ## re-run the benchmark scripts (long: about 1.5 hours on 2 cores); figures land in benchmarks/
+benchmarks:  ## re-run the benchmark scripts (long: about 2 hours on 2 cores); figures land in benchmarks/
 	$(BIN)/python benchmarks/tokenizers.py
 	$(BIN)/python benchmarks/generators.py
 	$(BIN)/python benchmarks/sampling_speed.py

@@ -66,9 +66,13 @@ def test_unknown_option_lists_the_accepted_ones():
     assert "vq" in str(e.value) and "msvq" in str(e.value)
 
 
-def test_semantic_choices_are_checked():
-    cfg = compose_cfg(["optim.schedule=cosin"])
-    with pytest.raises(ConfigError, match="cosine, linear, constant"):
+@pytest.mark.parametrize("override, accepted", [
+    ("optim.schedule=cosin", "cosine, linear, constant"),
+    ("eval.checkpoint=first", "best, last"),
+])
+def test_semantic_choices_are_checked(override, accepted):
+    cfg = compose_cfg([override])
+    with pytest.raises(ConfigError, match=accepted):
         validate(cfg)
 
 

@@ -14,7 +14,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from genarena.checkpoints import resolve_checkpoint
 from genarena.cli import evaluate
+from genarena.errors import ConfigError
 
 from .conftest import compose_cfg
 from .test_metrics import DATA, eval_config, one_thread, real_splits, tiny_generator_16px  # noqa: F401
@@ -75,6 +77,7 @@ def test_eval_generator_run(workdir):
     out = evaluate.evaluate_main([f"ckpt={run}", "n=20", "batch_size=10", "extractor=domain", "metrics=fid,prc",
                                   "temperature=0.9"])
     assert out["eval_n"] == 20 and out["eval_data"] == "mnist5k" and out["eval_sampling_temperature"] == 0.9
+    assert out["eval_checkpoint"] == "last"  # eval.checkpoint=best, but this run saved no best.ckpt
     eval_dir = run / "eval" / "domain_n20_seed0"
     assert (eval_dir / "metrics.json").is_file() and (eval_dir / "samples.npz").is_file()
     merged = json.loads((run / "metrics.json").read_text())
@@ -87,6 +90,25 @@ def test_eval_generator_run(workdir):
         assert f["images"].shape == (20, 16, 16, 1) and sorted(set(f["labels"].tolist())) == list(range(10))
 
 
+def test_run_directory_checkpoint_is_best_or_last(workdir, caplog):
+    run = fake_run(workdir)
+    last = run / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(run, "last") == last
+    with caplog.at_level(logging.WARNING, logger="genarena"):
+        assert resolve_checkpoint(run, "best") == last
+    assert "no checkpoints/best.ckpt" in caplog.text
+    best = run / "checkpoints" / "best.ckpt"
+    best.write_bytes(last.read_bytes())
+    assert resolve_checkpoint(run, "best") == best and resolve_checkpoint(run, "last") == last
+    assert resolve_checkpoint(last, "best") == last  # a file is taken as given
+    with pytest.raises(ConfigError, match="checkpoint='first' is not accepted; choose one of best, last"):
+        resolve_checkpoint(run, "first")
+    eval_config()
+    args = ["n=10", "batch_size=10", "extractor=domain", "metrics=fid"]
+    assert evaluate.evaluate_main([f"ckpt={run}", *args])["eval_checkpoint"] == "best"
+    assert evaluate.evaluate_main([f"ckpt={run}", "checkpoint=last", *args])["eval_checkpoint"] == "last"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["images=nothing.npz", "data=mnist5k"], "neither an .npz file nor a folder"),
     (["images=x.npz"], "needs data="),
@@ -94,6 +116,7 @@ def test_eval_generator_run(workdir):
     (["images=x.npz", "data=mnist5k", "metrics=fid,lpips"], "subset of fid, isc, kid, prc"),
     (["images=x.npz", "data=mnist5k", "extractor=clip"], "eval.extractor='clip' is not accepted"),
     (["ckpt=no/such/run"], "does not exist"),
+    (["ckpt=no/such/run", "checkpoint=first"], "eval.checkpoint='first' is not accepted; choose one of best, last"),
 ])
 def test_eval_errors_are_one_line(workdir, monkeypatch, capsys, argv, message):
     (workdir / "x.npz").write_bytes(b"")

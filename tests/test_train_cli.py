@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genarena.checkpoints import read_checkpoint, resolve_checkpoint
 from genarena.generators import load_generator
 from genarena.tokenizers import load_tokenizer
 
@@ -65,6 +66,8 @@ def test_generator_run_directory(trained):
     assert m["tokens_per_image"] == 130 and m["images_seen"] == 4 * 64
     assert list((gen_run / "samples").glob("samples_step*.png"))
     assert list((gen_run / "samples").glob("coarse_to_fine_step*.png"))
+    best = read_checkpoint(resolve_checkpoint(gen_run, "best"), expected_role="generator")
+    assert Path(best["path"]).name == "best.ckpt" and best["global_step"] in (2, 4)  # validated at steps 2, 4
     gen, tok, hp = load_generator(gen_run)
     out = gen.sample(torch.tensor([3]), generator=torch.Generator().manual_seed(0), **hp["generator"]["sampling"])
     assert tok.decode(out).shape == (1, 1, 32, 32)

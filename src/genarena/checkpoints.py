@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from genarena.errors import CheckpointError
+from genarena.errors import CheckpointError, ConfigError
+
+log = logging.getLogger("genarena")
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or ``<run dir>/checkpoints/last.ckpt`` when given a run directory."""
+CHECKPOINT_SELECTIONS = ("best", "last")
+
+
+def resolve_checkpoint(path: str | Path, select: str = "last") -> Path:
+    """A checkpoint file as given, or one of a run directory's checkpoints chosen by ``select``.
+
+    ``last``: ``checkpoints/last.ckpt``, the weights at the end of training. ``best``: ``checkpoints/best.ckpt``,
+    the weights with the lowest ``val/loss`` (early stopping; a generator that overfits its data is judged at
+    its best); a run that never saved one (no validation) gives its ``last.ckpt``, with a log line saying so.
+    """
+    if select not in CHECKPOINT_SELECTIONS:
+        raise ConfigError(f"checkpoint={select!r} is not accepted; choose one of {', '.join(CHECKPOINT_SELECTIONS)}")
     p = Path(path).expanduser()
     if p.is_dir():
-        candidate = p / "checkpoints" / "last.ckpt"
-        if candidate.is_file():
-            return candidate
-        raise CheckpointError(f"run directory {p} has no checkpoints/last.ckpt (did that run finish?)")
+        last = p / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise CheckpointError(f"run directory {p} has no checkpoints/last.ckpt (did that run finish?)")
+        best = p / "checkpoints" / "best.ckpt"
+        if select == "best":
+            if best.is_file():
+                return best
+            log.warning("run directory %s has no checkpoints/best.ckpt (no validation loss); using last.ckpt", p)
+        return last
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist")
     return p

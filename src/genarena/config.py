@@ -223,6 +223,7 @@ class EvalConfig:
     inception_weights: str | None = None
     metrics: list[str] = MISSING  # fid, isc, kid, prc
     seed: int = MISSING
+    checkpoint: str = MISSING  # which checkpoint of a run directory is sampled: best (lowest val/loss) | last
 
 
 @dataclass
@@ -326,6 +327,7 @@ def _check_has_schema(cfg: DictConfig, group: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Semantic checks that types cannot express; raises :class:`ConfigError` naming the bad value."""
+    from genarena.checkpoints import CHECKPOINT_SELECTIONS
     from genarena.data.sources import SOURCES
     from genarena.generators import GENERATORS
     from genarena.tokenizers import TOKENIZERS
@@ -357,6 +359,7 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("logger.mode", cfg.logger.mode, ("auto", "online", "offline", "disabled"))
     _check_choice("eval.extractor", cfg.eval.extractor, ("auto", "inception", "domain"))
     _check_choice("eval.split", cfg.eval.split, ("train", "val"))
+    _check_choice("eval.checkpoint", cfg.eval.checkpoint, CHECKPOINT_SELECTIONS)
     for metric in cfg.eval.metrics:
         _check_choice("eval.metrics[]", metric, ("fid", "isc", "kid", "prc"))
     if cfg.task == "generator" and not cfg.tokenizer.ckpt:

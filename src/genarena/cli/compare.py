@@ -248,8 +248,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any
         f"({meta['n_real']} images), **{extractor}** features{meta['extractor_note']}.",
         f"- Class accuracy: the domain classifier's label agrees with the requested class "
         f"(real validation accuracy of that classifier: {fmt(meta.get('classifier_val_acc'), '{:.3f}')}).",
-        f"- Sampling: {n} class-balanced labels, seed {meta['seed']}, each run's default sampling config, "
-        f"batch {meta['batch_size']}, on {meta['device']}.",
+        f"- Sampling: {n} class-balanced labels, seed {meta['seed']}, each run's default sampling config and "
+        f"its {meta.get('checkpoint', 'last')} checkpoint (`eval.checkpoint`), batch {meta['batch_size']}, "
+        f"on {meta['device']}.",
         f"- Command: `{meta['command']}`; hardware: {meta['hardware']}; total wall time "
         f"{meta['total_min']:.1f} min.", "",
         "## Paradigms", "", head, "|" + "---|" * len(TABLE),
@@ -283,6 +284,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any
 
 # --------------------------------------------------------------------------------------- main
 def compare_main(argv: list[str] | None = None) -> Path:
+    from genarena.checkpoints import resolve_checkpoint
     from genarena.cli.evaluate import score_generator
     from genarena.data import ImageDataModule
     from genarena.generators import load_generator
@@ -350,7 +352,7 @@ def compare_main(argv: list[str] | None = None) -> Path:
             continue
         run_dir = gen_runs[paradigm]
         run_metrics = json.loads((run_dir / "metrics.json").read_text())
-        generator, tokenizer, hp = load_generator(run_dir)
+        generator, tokenizer, hp = load_generator(resolve_checkpoint(run_dir, cfg.eval.checkpoint))
         sampling = dict(hp["generator"]["sampling"])
         scalars, result = score_generator(generator, tokenizer, hp, evaluator, sampling, opts.num_samples, opts.seed,
                                           opts.batch_size, device)
@@ -391,6 +393,7 @@ def compare_main(argv: list[str] | None = None) -> Path:
         "name": name, "data": cfg.data.name, "split": evaluator.split, "n_real": len(real_val),
         "num_samples": int(opts.num_samples), "extractor": evaluator.extractor.kind, "extractor_note": extractor_note,
         "classifier_val_acc": cmeta.get("val_acc"), "seed": int(opts.seed), "batch_size": int(opts.batch_size),
+        "checkpoint": cfg.eval.checkpoint,
         "device": device, "generator_args": list(opts.generator_args),
         "command": " ".join(["genarena-compare", *argv]) if argv else "genarena-compare  (make compare)",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "

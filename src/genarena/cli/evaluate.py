@@ -58,6 +58,8 @@ SPEC = {
     "batch_size": Arg(optional(int), None, "images per sampling / feature batch (default eval.batch_size)"),
     "out": Arg(optional(str), None, "output directory of metrics.json (and the samples of ckpt=)"),
     "ema": Arg(as_bool, True, "use the EMA weights when the run kept them"),
+    "checkpoint": Arg(optional(str), None, "of a run directory: best (lowest val/loss) | last "
+                                           "(default eval.checkpoint)"),
     "device": Arg(optional(str), None, "sampling device: cpu, cuda, cuda:1 ... (default: cuda when available)"),
     **{k: SAMPLE_SPEC[k] for k in SAMPLING_KEYS},
 }
@@ -76,7 +78,7 @@ def apply_eval_args(cfg: DictConfig, args: dict[str, Any]) -> None:
     ev = cfg.eval
     for key, cfg_key in (("n", "num_samples"), ("seed", "seed"), ("split", "split"), ("extractor", "extractor"),
                          ("metrics", "metrics"), ("batch_size", "batch_size"),
-                         ("inception_weights", "inception_weights")):
+                         ("inception_weights", "inception_weights"), ("checkpoint", "checkpoint")):
         if args[key] is not None:
             ev[cfg_key] = args[key]
     if ev.num_samples < 1 or ev.batch_size < 1:
@@ -197,17 +199,18 @@ def evaluate_run(args: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 
     if args["data"]:
         raise ConfigError(f"data={args['data']} applies to images= only; a run is compared with its own data")
-    ckpt = resolve_checkpoint(args["ckpt"])
-    generator, tokenizer, hp = load_generator(ckpt, use_ema=args["ema"])
     cfg = compose_config([o for o in overrides if not o.startswith("data.")])
+    apply_eval_args(cfg, args)
+    ckpt = resolve_checkpoint(args["ckpt"], cfg.eval.checkpoint)
+    generator, tokenizer, hp = load_generator(ckpt, use_ema=args["ema"])
     cfg.data = OmegaConf.create(hp["data"])
     apply_data_overrides(cfg, [o for o in overrides if o.startswith("data.")])
-    apply_eval_args(cfg, args)
     evaluator = Evaluator(cfg)  # resolves the extractor before the (slow) sampling
     ev = cfg.eval
     sampling = sampling_options(hp["generator"]["sampling"], args)
     scalars, result = score_generator(generator, tokenizer, hp, evaluator, sampling, ev.num_samples, ev.seed,
                                       ev.batch_size, args["device"])
+    scalars["eval_checkpoint"] = ckpt.stem  # best / last / the file given
     labels = result.labels
     in_run = ckpt.parent.name == "checkpoints"
     run_dir = ckpt.parent.parent if in_run else ckpt.parent

@@ -33,6 +33,7 @@ SPEC = {
     "out": Arg(optional(str), None, "output directory (default <run dir>/samples/sample_seed<seed>)"),
     "batch_size": Arg(int, 64, "images per sampling batch"),
     "ema": Arg(as_bool, True, "use the EMA weights when the run kept them"),
+    "checkpoint": Arg(str, "best", "with a run directory: best (lowest val/loss) | last"),
     "device": Arg(optional(str), None, "cpu, cuda, cuda:1 ... (default: cuda when available)"),
     "cfg": Arg(optional(float), None, "guidance weight w (0 = none)"),
     "cfg_schedule": Arg(optional(str), None, "constant | linear"),
@@ -83,7 +84,7 @@ def save_samples(out: Path, images: torch.Tensor, labels: torch.Tensor, num_clas
 
 def sample_main(argv: list[str] | None = None) -> Path:
     args = parse_args("genarena-sample", __doc__, SPEC, argv)
-    ckpt = resolve_checkpoint(args["ckpt"])
+    ckpt = resolve_checkpoint(args["ckpt"], args["checkpoint"])
     generator, tokenizer, hp = load_generator(ckpt, use_ema=args["ema"])
     num_classes = hp["num_classes"]
     labels = resolve_labels(args["labels"], args["n"], num_classes)

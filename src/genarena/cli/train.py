@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,23 @@ def current_run_dir(cfg: DictConfig) -> Path:
         return d
 
 
+# Lightning warnings that say nothing about a genarena run, each with why it is safe to drop:
+# - tokenizers train with manual optimisation (tokenizer + optional discriminator), so a periodic checkpoint holds the
+#   weights after the step: the state a resumed run continues from, which is what we want;
+# - a generator's tokenizer is frozen and kept in eval mode on purpose (Lightning counts its modules);
+# - Lightning's own pytree helper calls a torch API that newer torch deprecates.
+KNOWN_LIGHTNING_WARNINGS = (
+    "Using ModelCheckpoint with manual optimization",
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
 def build_trainer(
     cfg: DictConfig, run_dir: Path, logger, extra_callbacks: list, monitor: str | None = None
 ) -> L.Trainer:
+    for message in KNOWN_LIGHTNING_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     t = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,

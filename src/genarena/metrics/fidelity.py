@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from genarena.checkpoints import CHECKPOINT_SELECTIONS
 from genarena.errors import CheckpointError, ConfigError, GenArenaError
 from genarena.metrics.classifier import classifier_cache_path, load_classifier
 
@@ -263,7 +264,10 @@ def download_inception_weights(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
 
 
 def check_eval_options(eval_cfg: DictConfig) -> None:
-    """Accepted values of ``eval.extractor``, ``eval.split`` and ``eval.metrics``."""
+    """Accepted values of ``eval.extractor``, ``eval.split``, ``eval.metrics`` and ``eval.checkpoint``."""
+    if eval_cfg.checkpoint not in CHECKPOINT_SELECTIONS:
+        raise ConfigError(f"eval.checkpoint={eval_cfg.checkpoint!r} is not accepted; choose one of "
+                          f"{', '.join(CHECKPOINT_SELECTIONS)}")
     if eval_cfg.extractor not in EXTRACTORS:
         raise ConfigError(
             f"eval.extractor={eval_cfg.extractor!r} is not accepted; choose one of {', '.join(EXTRACTORS)}"
