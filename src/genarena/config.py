@@ -327,9 +327,9 @@ def _check_has_schema(cfg: DictConfig, group: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Semantic checks that types cannot express; raises :class:`ConfigError` naming the bad value."""
-    from genarena.checkpoints import CHECKPOINT_SELECTIONS
     from genarena.data.sources import SOURCES
     from genarena.generators import GENERATORS
+    from genarena.metrics.fidelity import check_eval_options
     from genarena.tokenizers import TOKENIZERS
 
     _check_choice("task", cfg.task, TASKS)
@@ -357,11 +357,7 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("optim.schedule", cfg.optim.schedule, ("cosine", "linear", "constant"))
     _check_choice("logger.name", cfg.logger.name, ("wandb", "csv", "none"))
     _check_choice("logger.mode", cfg.logger.mode, ("auto", "online", "offline", "disabled"))
-    _check_choice("eval.extractor", cfg.eval.extractor, ("auto", "inception", "domain"))
-    _check_choice("eval.split", cfg.eval.split, ("train", "val"))
-    _check_choice("eval.checkpoint", cfg.eval.checkpoint, CHECKPOINT_SELECTIONS)
-    for metric in cfg.eval.metrics:
-        _check_choice("eval.metrics[]", metric, ("fid", "isc", "kid", "prc"))
+    check_eval_options(cfg.eval)
     if cfg.task == "generator" and not cfg.tokenizer.ckpt:
         raise ConfigError(
             "task=generator needs a trained tokenizer: pass tokenizer.ckpt=<checkpoint or run directory> "
