@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny configs, Hydra composition, and a private runs/cache directory per test."""
+"""Shared fixtures. Every config comes from the shipped ``conf/`` (composed as the commands compose it); tests
+override only runtime knobs: model size (tiny models), sampling steps, budgets, and private runs/cache dirs."""
 
 from __future__ import annotations
 
@@ -8,28 +9,43 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from genarena.config import config_dir, register_configs
+from genarena.config import compose, to_dict
+from genarena.generators import GENERATORS, tokenizer_for
 
-register_configs()
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-BASE_NET = {"ch": 8, "ch_mult": [1, 2, 2], "num_res_blocks": 1}
-VQ_CFG = {"name": "vq", **BASE_NET, "z_channels": 8, "vocab_size": 32, "beta": 0.25, "l2_norm_codes": False,
-          "entropy_weight": 0.0, "entropy_temperature": 1.0, "dead_code_threshold": 0.05, "usage_decay": 0.99}
-MSVQ_CFG = {**VQ_CFG, "name": "msvq", "entropy_weight": 0.1, "patch_nums": [1, 2, 4, 8], "quant_resi": 0.5,
-            "share_quant_resi": 4, "scale_norm": "whiten"}
-KL_CFG = {"name": "kl", **BASE_NET, "z_channels": 4, "kl_weight": 1e-4, "scale_factor": None}
-TOKENIZER_CFGS = {"vq": VQ_CFG, "msvq": MSVQ_CFG, "kl": KL_CFG}
+# size knobs: tiny models so that every test runs in seconds
+TINY_TOKENIZER = {
+    "vq": ["tokenizer.ch=8", "tokenizer.z_channels=8", "tokenizer.vocab_size=32"],
+    "msvq": ["tokenizer.ch=8", "tokenizer.z_channels=8", "tokenizer.vocab_size=32", "tokenizer.patch_nums=[1,2,4,8]"],
+    "kl": ["tokenizer.ch=8"],
+}
+TINY_GENERATOR = ["generator.depth=1", "generator.width=32", "generator.heads=2"]
+TINY_PARADIGM = {"mar": ["generator.buffer_size=4", "generator.diffusion_depth=2"]}
+FAST_SAMPLING = {"mar": ["generator.sampling.steps=4", "generator.sampling.diffusion_steps=10"]}
 
 
-def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/config.yaml`` with overrides, as the CLI would."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides or []))
+def compose_cfg(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides, as the commands do."""
+    return compose(config_name, list(overrides or []))
+
+
+def tiny_tokenizer_overrides(kind: str) -> list[str]:
+    return [f"tokenizer={kind}", *TINY_TOKENIZER[kind]]
+
+
+def tiny_generator_overrides(name: str) -> list[str]:
+    return [f"generator={name}", *TINY_GENERATOR, *TINY_PARADIGM.get(name, []), *FAST_SAMPLING.get(name, [])]
+
+
+TOKENIZER_CFGS = {kind: to_dict(compose_cfg(tiny_tokenizer_overrides(kind)).tokenizer) for kind in TINY_TOKENIZER}
+VQ_CFG, MSVQ_CFG, KL_CFG = TOKENIZER_CFGS["vq"], TOKENIZER_CFGS["msvq"], TOKENIZER_CFGS["kl"]
+GENERATOR_CFGS = {name: to_dict(compose_cfg(tiny_generator_overrides(name)).generator) for name in GENERATORS}
+SAMPLING = {name: cfg["sampling"] for name, cfg in GENERATOR_CFGS.items()}
+TOKENIZER_OF = {name: tokenizer_for(name) for name in GENERATORS}
 
 
 @pytest.fixture
@@ -44,27 +60,6 @@ def workdir(tmp_path, monkeypatch) -> Path:
 def cli(*args: str) -> list[str]:
     """argv for a console script run with this interpreter."""
     return [sys.executable, "-m", *args]
-
-
-BACKBONE = {"depth": 1, "width": 32, "heads": 2, "mlp_ratio": 4.0, "qk_norm": True, "drop_path": 0.0,
-            "dropout": 0.0, "class_dropout": 0.1, "gate_init": 1e-3}
-GENERATOR_CFGS = {
-    "var": {"name": "var", **BACKBONE},
-    "ar": {"name": "ar", **BACKBONE, "pos_embed": "rope2d", "embed_dropout": 0.0},
-    "maskgit": {"name": "maskgit", **BACKBONE, "label_smoothing": 0.1},
-    "mar": {"name": "mar", **BACKBONE, "order": "random", "encoder_depth": None, "decoder_depth": None,
-            "buffer_size": 4, "mask_ratio_min": 0.7, "diffusion_width": 32, "diffusion_depth": 2,
-            "diffusion_timesteps": 1000, "diffusion_batch_mul": 4, "noise_schedule": "cosine"},
-}
-TOKENIZER_OF = {"var": "msvq", "ar": "vq", "maskgit": "vq", "mar": "kl"}
-SAMPLING = {
-    "var": {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0},
-    "ar": {"cfg": 1.5, "cfg_schedule": "constant", "temperature": 1.0, "top_k": 0, "top_p": 0.0},
-    "maskgit": {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0, "steps": 8,
-                "choice_temperature": 4.5},
-    "mar": {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0, "steps": 4,
-            "diffusion_steps": 10},
-}
 
 
 def tiny_tokenizer(kind: str, seed: int = 0):

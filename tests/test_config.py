@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from genarena.config import SCHEMAS, config_dir, validate
@@ -48,20 +47,18 @@ def test_launcher_options_compose(launcher):
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(ConfigCompositionException) as e:
+    with pytest.raises(ConfigError, match="resolutoin"):
         compose_cfg(["data.resolutoin=64"])
-    assert "resolutoin" in str(e.value.__cause__ or e.value)
 
 
 def test_wrong_type_is_named():
-    with pytest.raises(ConfigCompositionException) as e:
+    with pytest.raises(ConfigError, match="batch_size") as e:
         compose_cfg(["data.batch_size=lots"])
-    msg = str(e.value.__cause__ or e.value)
-    assert "batch_size" in msg and "lots" in msg
+    assert "lots" in str(e.value)
 
 
 def test_unknown_option_lists_the_accepted_ones():
-    with pytest.raises(MissingConfigException) as e:
+    with pytest.raises(ConfigError) as e:
         compose_cfg(["tokenizer=vqgan"])
     assert "vq" in str(e.value) and "msvq" in str(e.value)
 

@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from genarena.errors import ConfigError, GenArenaError
-from genarena.metrics import fidelity
+from genarena.evaluation import make_evaluator
+from genarena.metrics import extractors, fidelity
 from genarena.metrics.classifier import DomainClassifier, classifier_cache_path, save_classifier
+from genarena.training.classifier import ensure_classifier
 
-from .conftest import GENERATOR_CFGS, SAMPLING, VQ_CFG, compose_cfg
+from .conftest import GENERATOR_CFGS, VQ_CFG, compose_cfg
 
 DATA = ["data=mnist5k", "data.resolution=16"]
 ALL = ["fid", "isc", "kid", "prc"]
@@ -68,7 +70,7 @@ def eval_config(*overrides: str):
 
 def evaluator(cfg) -> fidelity.Evaluator:
     """An evaluator of ``cfg`` handed the (already loaded) real split."""
-    return fidelity.Evaluator(cfg, real=real_splits()[cfg.eval.split])
+    return make_evaluator(cfg, real=real_splits()[cfg.eval.split])
 
 
 def tiny_generator_16px(seed: int = 0):
@@ -76,7 +78,7 @@ def tiny_generator_16px(seed: int = 0):
     from genarena.generators import build_generator
     from genarena.tokenizers import build_tokenizer
 
-    gen_cfg = {**GENERATOR_CFGS["ar"], "sampling": SAMPLING["ar"]}
+    gen_cfg = GENERATOR_CFGS["ar"]
     torch.manual_seed(seed)
     tok = build_tokenizer(VQ_CFG, image_channels=1, resolution=16).eval()
     gen = build_generator(gen_cfg, tok, 10).eval()
@@ -101,14 +103,14 @@ def test_domain_extractor_registered_once():
     fidelity.register_domain_extractor()
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    cls = FEATURE_EXTRACTORS_REGISTRY[fidelity.DOMAIN_EXTRACTOR]
+    cls = FEATURE_EXTRACTORS_REGISTRY[extractors.DOMAIN_EXTRACTOR]
     assert cls.get_provided_features_list() == ("pool", "logits")
     assert cls.get_default_feature_layer_for_metric("fid") == "pool"
     assert cls.get_default_feature_layer_for_metric("isc") == "logits"
 
 
 def test_domain_extractor_features_rgb_and_gray():
-    ext = fidelity.DomainFeatureExtractor(fidelity.DOMAIN_EXTRACTOR, ["pool", "logits"],
+    ext = fidelity.DomainFeatureExtractor(extractors.DOMAIN_EXTRACTOR, ["pool", "logits"],
                                           feature_extractor_weights_path=str(tiny_classifier_file()))
     x = real_splits()["val"][0][:8]
     pool, logits = ext(x.expand(-1, 3, -1, -1))
@@ -150,7 +152,7 @@ def test_class_accuracy_of_wrong_labels_is_low(workdir):
 def test_reference_statistics_cached_and_reused(workdir, monkeypatch):
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    cls = FEATURE_EXTRACTORS_REGISTRY[fidelity.DOMAIN_EXTRACTOR]
+    cls = FEATURE_EXTRACTORS_REGISTRY[extractors.DOMAIN_EXTRACTOR]
     seen = []
     forward = cls.forward
     monkeypatch.setattr(cls, "forward", lambda self, x: (seen.append(len(x)), forward(self, x))[1])
@@ -194,22 +196,22 @@ def test_images_must_match_the_data(workdir):
 def test_missing_inception_weights_path_is_a_clear_error(workdir, extractor):
     cfg = eval_config(f"eval.extractor={extractor}", f"eval.inception_weights={workdir / 'no' / 'inception.pth'}")
     with pytest.raises(ConfigError, match=r"eval.inception_weights=.*no/inception.pth does not exist"):
-        fidelity.Evaluator(cfg)
+        make_evaluator(cfg)
 
 
 def test_auto_without_weights_or_network_falls_back_to_domain(workdir, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(workdir / "torch_home"))  # an empty hub cache
-    monkeypatch.setattr(fidelity, "INCEPTION_URL", "http://127.0.0.1:9/weights-inception.pth")  # refused at once
+    monkeypatch.setattr(extractors, "INCEPTION_URL", "http://127.0.0.1:9/weights-inception.pth")  # refused at once
     cfg = eval_config("eval.extractor=auto")
     with caplog.at_level(logging.INFO, logger="genarena"):
-        ev = fidelity.Evaluator(cfg)
+        ev = make_evaluator(cfg)
     fallbacks = [r for r in caplog.records if "eval.extractor=auto" in r.getMessage()]
     assert len(fallbacks) == 1 and "domain classifier" in fallbacks[0].getMessage()
     assert ev.extractor.kind == "domain"
     out = ev(real_splits()["val"][0][:50], metrics=["fid"])
     assert out["eval_extractor"] == "domain" and out["eval_classifier"] == "mnist5k-r16-c1"
     with pytest.raises(GenArenaError, match="eval.inception_weights=<local file>"):
-        fidelity.Evaluator(eval_config("eval.extractor=inception"))
+        make_evaluator(eval_config("eval.extractor=inception"))
 
 
 def test_ensure_classifier_trains_a_missing_one(workdir, caplog):
@@ -218,21 +220,28 @@ def test_ensure_classifier_trains_a_missing_one(workdir, caplog):
     path = classifier_cache_path(cfg.paths.cache_dir, cfg.data)
     assert not path.exists()
     with caplog.at_level(logging.INFO, logger="genarena"):
-        assert fidelity.ensure_classifier(cfg) == path
+        assert ensure_classifier(cfg) == path
     assert path.is_file() and any("training one" in r.getMessage() for r in caplog.records)
     run = next((Path(cfg.paths.runs_dir) / "classifier_mnist5k").iterdir())
     assert (run / "metrics.json").is_file()
     caplog.clear()
-    assert fidelity.ensure_classifier(cfg) == path and not caplog.records  # cached: no second training
+    assert ensure_classifier(cfg) == path and not caplog.records  # cached: no second training
 
 
 def test_periodic_eval_callback(workdir):
-    from genarena.lit.evaluation import PeriodicEvalCallback, periodic_eval_callback
+    from genarena.lit.evaluation import PeriodicEvalCallback
+    from genarena.training.trainer import build_callbacks
 
-    assert periodic_eval_callback(eval_config("eval.every_n_steps=0"), workdir) is None
-    cfg = eval_config("eval.every_n_steps=2", "eval.periodic_num_samples=20", "eval.batch_size=10")
-    callback = periodic_eval_callback(cfg, workdir / "run")
-    assert isinstance(callback, PeriodicEvalCallback)
+    def periodic(cfg):
+        callbacks = build_callbacks(cfg, workdir / "run", has_logger=False)
+        return [c for c in callbacks if isinstance(c, PeriodicEvalCallback)]
+
+    assert not periodic(eval_config("task=generator", "eval.every_n_steps=0"))[0].active
+    assert not periodic(eval_config("task=tokenizer", "eval.every_n_steps=2"))  # FID over training is a generator's
+    cfg = eval_config("task=generator", "eval.every_n_steps=2", "eval.periodic_num_samples=20", "eval.batch_size=10")
+    [callback] = periodic(cfg)
+    assert callback.active and callback.log_path == workdir / "run" / "eval" / "periodic.jsonl"
+    callback.attach(evaluator(cfg))
     gen, tok, gen_cfg, _ = tiny_generator_16px()
 
     class Module(torch.nn.Module):
@@ -240,10 +249,6 @@ def test_periodic_eval_callback(workdir):
             super().__init__()
             self.generator, self.tokenizer = gen, tok
             self.sampling, self.num_classes = dict(gen_cfg["sampling"]), 10
-
-        @property
-        def sampler(self):
-            return self.generator
 
         @property
         def device(self):

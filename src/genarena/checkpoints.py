@@ -8,12 +8,10 @@ from typing import Any
 
 import torch
 
-from genarena.errors import CheckpointError, ConfigError
+from genarena.config import CHECKPOINT_SELECTIONS, check_choice
+from genarena.errors import CheckpointError
 
 log = logging.getLogger("genarena")
-
-
-CHECKPOINT_SELECTIONS = ("best", "last")
 
 
 def resolve_checkpoint(path: str | Path, select: str = "last") -> Path:
@@ -23,8 +21,7 @@ def resolve_checkpoint(path: str | Path, select: str = "last") -> Path:
     the weights with the lowest ``val/loss`` (early stopping; a generator that overfits its data is judged at
     its best); a run that never saved one (no validation) gives its ``last.ckpt``, with a log line saying so.
     """
-    if select not in CHECKPOINT_SELECTIONS:
-        raise ConfigError(f"checkpoint={select!r} is not accepted; choose one of {', '.join(CHECKPOINT_SELECTIONS)}")
+    check_choice("checkpoint", select, CHECKPOINT_SELECTIONS)
     p = Path(path).expanduser()
     if p.is_dir():
         last = p / "checkpoints" / "last.ckpt"

@@ -1,22 +1,51 @@
-"""Typed schemas for every config group, registered with Hydra's ConfigStore.
+"""Typed schemas for every config group, the accepted values of string choices, and composition.
 
 Values live in the YAML files under ``conf/``; these dataclasses only fix the *shape*: which keys
 exist and of which type. Every option file starts with ``defaults: [/schema/<group>/<kind>@_here_]``
 so that an unknown key or a wrong type fails at composition time with the full key named, and an
 unknown option fails with Hydra's list of the available ones. :func:`validate` adds the semantic
-checks a type cannot express (accepted values of string choices, cross-group consistency).
+checks a type cannot express (accepted values of string choices, ranges, cross-group consistency).
+
+The accepted values of every string choice are defined here, once; every other module that checks
+one imports it from here. This module imports no torch and no Hydra at import time (Hydra is
+imported by the functions that register or compose configs), so model code may import its constants.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from genarena.errors import ConfigError
+
+# ------------------------------------------------------------------------------ accepted values
+TASKS = ("tokenizer", "classifier", "generator")
+DATA_CHANNELS = (1, 3)
+RECON_LOSSES = ("l1", "l2")
+CFG_SCHEDULES = ("constant", "linear")
+AR_POS_EMBEDS = ("rope2d", "learned")
+MAR_ORDERS = ("random", "raster")
+NOISE_SCHEDULES = ("cosine", "linear")
+OPTIM_SCHEDULES = ("cosine", "linear", "constant")
+LOGGERS = ("wandb", "csv", "none")
+LOGGER_MODES = ("auto", "online", "offline", "disabled")
+EVAL_EXTRACTORS = ("auto", "inception", "domain")  # auto: Inception when its weights are at hand, else domain
+EVAL_SPLITS = ("train", "val")
+EVAL_METRICS = ("fid", "isc", "kid", "prc")
+CHECKPOINT_SELECTIONS = ("best", "last")  # of a run directory: lowest val/loss | end of training
+# trainer.* keys genarena reads itself; every other trainer key is a lightning.Trainer argument
+GENARENA_TRAINER_KEYS = ("compile", "num_threads")
+# Trainer arguments genarena sets from other groups (loggers, callbacks, the run directory)
+RESERVED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_checkpointing")
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -173,11 +202,13 @@ class OptimConfig:
     schedule: str = MISSING  # cosine | linear | constant
     min_lr_ratio: float = MISSING  # final lr = lr * min_lr_ratio
     grad_clip: float = MISSING  # 0 disables
-    ema_decay: float | None = None  # EMA of generator weights used for sampling; None disables
 
 
 @dataclass
 class TrainerConfig:
+    """Every key but :data:`GENARENA_TRAINER_KEYS` is passed to ``lightning.Trainer``; a key added with
+    ``+trainer.<key>=`` must be a ``Trainer`` argument."""
+
     accelerator: str = MISSING
     devices: Any = MISSING
     num_nodes: int = MISSING
@@ -186,10 +217,19 @@ class TrainerConfig:
     max_steps: int = MISSING
     max_time: str | None = None  # wall-clock budget "DD:HH:MM:SS"; training stops at max_steps or max_time
     val_check_interval: int = MISSING  # steps between validations
-    limit_val_batches: float = MISSING
+    check_val_every_n_epoch: int | None = None  # None: validation follows val_check_interval in steps
+    limit_train_batches: Any = MISSING
+    limit_val_batches: Any = MISSING
+    num_sanity_val_steps: int = MISSING
     log_every_n_steps: int = MISSING
     enable_progress_bar: bool = MISSING
+    enable_model_summary: bool = MISSING
     deterministic: bool = MISSING
+    accumulate_grad_batches: int = MISSING
+    fast_dev_run: Any = MISSING  # conf/debug/fast_dev_run.yaml
+    overfit_batches: Any = MISSING  # conf/debug/overfit.yaml
+    detect_anomaly: bool = MISSING  # conf/debug/anomaly.yaml
+    profiler: str | None = None  # conf/debug/profiler.yaml: simple | advanced | pytorch
     compile: bool = MISSING  # torch.compile the model (GPU)
     num_threads: int | None = None  # torch CPU threads; None keeps torch's default
 
@@ -254,11 +294,75 @@ class RootConfig:
     generator: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    callbacks: dict[str, Any] = field(default_factory=dict)  # conf/callbacks: name -> {_target_: ..., ...} or null
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+# ------------------------------------------------------------------------------ command roots
+def _all_sampling_fields() -> list[tuple[str, Any]]:
+    """Every sampling option of every paradigm, in declaration order, each made optional."""
+    seen: dict[str, Any] = {}
+    for schema in (SamplingConfig, *(c.__dataclass_fields__["sampling"].default_factory
+                                     for c in SCHEMAS["generator"].values())):
+        hints = get_type_hints(schema)
+        for f in fields(schema):
+            seen.setdefault(f.name, hints[f.name] | None)
+    return list(seen.items())
+
+
+@dataclass
+class SampleCommandConfig:
+    """``conf/sample.yaml``: ``genarena-sample``."""
+
+    ckpt: str = MISSING  # generator run directory or checkpoint file
+    n: int = MISSING
+    labels: Any = MISSING  # balanced | a list of class ids (cycled to n)
+    seed: int = MISSING
+    out: str | None = None  # default <run dir>/samples/sample_seed<seed>
+    batch_size: int = MISSING
+    ema: bool = MISSING  # the run's averaged (EMA) weights when it kept them
+    checkpoint: str = MISSING  # best | last, for a run directory
+    device: str | None = None  # cpu, cuda, cuda:1 ...; None: cuda when available
+    sampling: Any = MISSING  # overrides of the run's generator.sampling (see SamplingOverrides)
+
+
+@dataclass
+class EvalCommandConfig(RootConfig):
+    """``conf/eval.yaml``: ``genarena-eval`` (the root config plus what to evaluate)."""
+
+    ckpt: str | None = None  # a generator run directory or checkpoint: sample eval.num_samples images
+    images: str | None = None  # or saved images: a folder of PNGs or an .npz, compared with `data=`
+    n: int | None = None  # images=: evaluate the first n (None: all)
+    out: str | None = None  # where metrics.json goes (default <run or images dir>/eval/<extractor>_n<N>_seed<s>)
+    ema: bool = MISSING
+    device: str | None = None
+    sampling: Any = MISSING
+
+
+@dataclass
+class CompareOptions:
+    name: str | None = None  # report <out>/..; None: the data option's name
+    out: str | None = None  # report directory; None: outputs/compare/<name> (ignored by git)
+    runs_dir: str = MISSING  # the jobs' paths.runs_dir is <runs_dir>/<name>
+    tokenizers: list[str] = MISSING
+    generators: list[str] = MISSING
+    tokenizer_args: Any = MISSING  # config values of the stage-1 jobs (nested, like conf/config.yaml)
+    generator_args: Any = MISSING  # config values of the stage-2 jobs
+    num_samples: int = MISSING
+    batch_size: int = MISSING
+    grid_per_class: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class CompareCommandConfig(RootConfig):
+    """``conf/compare.yaml``: ``genarena-compare`` (the root config, whose values every job gets, plus options)."""
+
+    compare: CompareOptions = field(default_factory=CompareOptions)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -272,7 +376,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
 }
 
-TASKS = ("tokenizer", "classifier", "generator")
+# ``sampling.<key>=`` of genarena-sample / genarena-eval: the union of every paradigm's sampling options
+SamplingOverrides = make_dataclass("SamplingOverrides",
+                                   [(n, t, field(default=None)) for n, t in _all_sampling_fields()])
 
 
 def first_set(*values: Any) -> Any:
@@ -280,37 +386,102 @@ def first_set(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+JOB_DIR_READABLE_CHARS = 80  # the readable part of a sweep job's directory name is cut (at an item) to fit this
+
+
+def config_digest(cfg: DictConfig, length: int = 8) -> str:
+    """sha1 of a config's resolved content without its ``hydra`` node (what a job computes)."""
+    content = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        container = OmegaConf.to_container(content, resolve=True, enum_to_str=True)
+    except Exception:  # an interpolation that needs the running app: hash it as written
+        container = OmegaConf.to_container(content, resolve=False, enum_to_str=True)
+    blob = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:length]
+
+
+def job_dir_name(num: Any, override_dirname: Any, *, _root_: DictConfig) -> str:
+    """Resolver ``${genarena.job_dir:${hydra.job.num},${hydra.job.override_dirname}}``: a sweep job's directory,
+    ``<num>_<overrides, readable>_<hash of the job's whole config>``. The hash covers every key (tokenizer
+    checkpoint, trainer, task included), so two sweeps that differ anywhere never share a directory; the
+    readable part drops characters a path should not hold (backslashes, quotes, colons) and is cut to fit."""
+    readable = re.sub(r"[^A-Za-z0-9._+=,-]", "", str(override_dirname))
+    if len(readable) > JOB_DIR_READABLE_CHARS:
+        readable = readable[:JOB_DIR_READABLE_CHARS].rsplit("+", 1)[0]
+    return "_".join(part for part in (str(num), readable, config_digest(_root_)) if part)
+
+
+def unique_suffix() -> str:
+    """Resolver ``${genarena.unique:}``: 4 random hex digits, so two runs started in the same second differ."""
+    return secrets.token_hex(2)
+
+
 def register_configs() -> None:
     """Store the schemas under ``schema/<group>/<name>`` and register resolvers (idempotent)."""
+    from hydra.core.config_store import ConfigStore  # lazy: model code imports this module's constants
+
     if not OmegaConf.has_resolver("genarena.first_set"):
         OmegaConf.register_new_resolver("genarena.first_set", first_set)
+    if not OmegaConf.has_resolver("genarena.job_dir"):
+        OmegaConf.register_new_resolver("genarena.job_dir", job_dir_name)
+    if not OmegaConf.has_resolver("genarena.unique"):
+        OmegaConf.register_new_resolver("genarena.unique", unique_suffix, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RootConfig)
+    cs.store(name="schema_sample", node=SampleCommandConfig)
+    cs.store(name="schema_eval", node=EvalCommandConfig)
+    cs.store(name="schema_compare", node=CompareCommandConfig)
+    cs.store(group="schema", name="sampling_overrides", node=SamplingOverrides)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
 
 
 def config_dir() -> Path:
-    """The ``conf/`` directory: ``$GENARENA_CONFIG_DIR``, else the one beside ``src/``."""
-    import os
-
+    """The ``conf/`` directory: ``$GENARENA_CONFIG_DIR``; else the copy installed inside the package (a
+    wheel); else the one beside ``src/`` (an editable install or a checkout)."""
     env = os.environ.get("GENARENA_CONFIG_DIR")
+    package = Path(__file__).resolve().parent
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2] / "conf", Path.cwd() / "conf"]
+    candidates += [package / "conf", package.parents[1] / "conf"]
     for path in candidates:
         if (path / "config.yaml").is_file():
             return path
     raise ConfigError(
         "cannot find genarena's conf/ directory (looked in "
         + ", ".join(str(p) for p in candidates)
-        + "); install the project with `pip install -e .` from its checkout or set GENARENA_CONFIG_DIR"
+        + "); reinstall genarena (`pip install genarena` ships it) or set GENARENA_CONFIG_DIR"
     )
 
 
-def _check_choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
+def compose(config_name: str = "config", overrides: Sequence[str] = ()) -> DictConfig:
+    """A root config of ``conf/`` (``config``, ``sample``, ``eval``, ``compare``) with Hydra overrides, inside or
+    outside a running Hydra app; a bad key or option raises :class:`ConfigError` naming it."""
+    from hydra import compose as hydra_compose  # lazy: model code imports this module without Hydra
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    register_configs()
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return hydra_compose(config_name, overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name, overrides=list(overrides))
+    except HydraException as e:
+        raise ConfigError(f"{' '.join(overrides)}: {e}") from None
+
+
+def to_dict(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain, resolved Python containers (what checkpoints and results store)."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+# ------------------------------------------------------------------------------------ validation
+def check_choice(key: str, value: Any, accepted: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``accepted``."""
     if value not in accepted:
-        raise ConfigError(f"{key}={value!r} is not accepted; choose one of {', '.join(accepted)}")
+        raise ConfigError(f"{key}={value!r} is not accepted; choose one of {', '.join(map(str, accepted))}")
 
 
 def _check_has_schema(cfg: DictConfig, group: str) -> None:
@@ -325,39 +496,60 @@ def _check_has_schema(cfg: DictConfig, group: str) -> None:
         )
 
 
+def check_eval_options(ev: DictConfig) -> None:
+    """Accepted values of the ``eval`` block."""
+    check_choice("eval.checkpoint", ev.checkpoint, CHECKPOINT_SELECTIONS)
+    check_choice("eval.extractor", ev.extractor, EVAL_EXTRACTORS)
+    check_choice("eval.split", ev.split, EVAL_SPLITS)
+    bad = [m for m in ev.metrics if m not in EVAL_METRICS]
+    if bad or not ev.metrics:
+        raise ConfigError(f"eval.metrics={list(ev.metrics)} is not accepted; choose a non-empty subset of "
+                          f"{', '.join(EVAL_METRICS)}")
+    for key in ("num_samples", "batch_size", "periodic_num_samples"):
+        if ev[key] < 1:
+            raise ConfigError(f"eval.{key}={ev[key]} must be at least 1")
+
+
+def check_callbacks(callbacks: DictConfig) -> None:
+    """Each ``callbacks.<name>`` is null or a node with a ``_target_`` (and an optional ``enabled`` flag)."""
+    for name, node in callbacks.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"callbacks.{name}={node!r}: give a node with a _target_ (a Lightning callback class), "
+                              "or null to drop it")
+
+
 def validate(cfg: DictConfig) -> None:
     """Semantic checks that types cannot express; raises :class:`ConfigError` naming the bad value."""
-    from genarena.data.sources import SOURCES
+    from genarena.data.sources import SOURCES, check_imagefolder_root  # lazy: torch loads only when a job starts
     from genarena.generators import GENERATORS
-    from genarena.metrics.fidelity import check_eval_options
     from genarena.tokenizers import TOKENIZERS
+    from genarena.tokenizers.msvq import SCALE_NORMS
 
-    _check_choice("task", cfg.task, TASKS)
+    check_choice("task", cfg.task, TASKS)
     for group in SCHEMAS:
         _check_has_schema(cfg, group)
-    _check_choice("data.name", cfg.data.name, tuple(SOURCES))
-    _check_choice("data.channels", str(cfg.data.channels), ("1", "3"))
+    check_choice("data.name", cfg.data.name, tuple(SOURCES))
+    check_choice("data.channels", cfg.data.channels, DATA_CHANNELS)
     if cfg.data.name == "imagefolder":  # a missing data root is the first thing to report
-        from genarena.data.sources import check_imagefolder_root
-
         check_imagefolder_root(cfg.data)
-    _check_choice("tokenizer.name", cfg.tokenizer.name, tuple(TOKENIZERS))
-    _check_choice("tokenizer.recon_loss", cfg.tokenizer.recon_loss, ("l1", "l2"))
+    check_choice("tokenizer.name", cfg.tokenizer.name, tuple(TOKENIZERS))
+    check_choice("tokenizer.recon_loss", cfg.tokenizer.recon_loss, RECON_LOSSES)
     if cfg.tokenizer.name == "msvq":
-        from genarena.tokenizers.msvq import SCALE_NORMS
-
-        _check_choice("tokenizer.scale_norm", cfg.tokenizer.scale_norm, SCALE_NORMS)
-    _check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
-    _check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, ("constant", "linear"))
+        check_choice("tokenizer.scale_norm", cfg.tokenizer.scale_norm, SCALE_NORMS)
+    check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
+    check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, CFG_SCHEDULES)
     if cfg.generator.name == "ar":
-        _check_choice("generator.pos_embed", cfg.generator.pos_embed, ("rope2d", "learned"))
+        check_choice("generator.pos_embed", cfg.generator.pos_embed, AR_POS_EMBEDS)
     if cfg.generator.name == "mar":
-        _check_choice("generator.order", cfg.generator.order, ("random", "raster"))
-        _check_choice("generator.noise_schedule", cfg.generator.noise_schedule, ("cosine", "linear"))
-    _check_choice("optim.schedule", cfg.optim.schedule, ("cosine", "linear", "constant"))
-    _check_choice("logger.name", cfg.logger.name, ("wandb", "csv", "none"))
-    _check_choice("logger.mode", cfg.logger.mode, ("auto", "online", "offline", "disabled"))
+        check_choice("generator.order", cfg.generator.order, MAR_ORDERS)
+        check_choice("generator.noise_schedule", cfg.generator.noise_schedule, NOISE_SCHEDULES)
+    check_choice("optim.schedule", cfg.optim.schedule, OPTIM_SCHEDULES)
+    check_choice("logger.name", cfg.logger.name, LOGGERS)
+    check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
     check_eval_options(cfg.eval)
+    check_callbacks(cfg.callbacks)
     if cfg.task == "generator" and not cfg.tokenizer.ckpt:
         raise ConfigError(
             "task=generator needs a trained tokenizer: pass tokenizer.ckpt=<checkpoint or run directory> "

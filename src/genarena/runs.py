@@ -10,6 +10,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,36 +67,59 @@ def update_metrics(run_dir: str | Path, extra: dict[str, Any]) -> Path:
     return write_metrics(run_dir, {**read_metrics(run_dir), **extra})
 
 
-def find_finished_run(search_root: str | Path, fingerprint: str) -> Path | None:
-    """A run directory under ``search_root`` that finished with the same config fingerprint."""
-    root = Path(search_root)
+@dataclass
+class RunRecord:
+    """A run directory found by :func:`iter_runs`: its ``metrics.json`` content (``{}`` when unreadable, with
+    ``error`` saying why) and the file's modification time."""
+
+    dir: Path
+    metrics: dict[str, Any]
+    mtime: float
+    error: str | None = None
+
+
+def iter_runs(root: str | Path) -> Iterator[RunRecord]:
+    """Every run directory below ``root`` (a directory holding ``metrics.json``), in path order; the
+    evaluation outputs that genarena-eval writes inside a run (``<run>/eval/...``) are not runs."""
+    root = Path(root)
     if not root.is_dir():
-        return None
+        return
     for path in sorted(root.rglob("metrics.json")):
+        if EVAL_DIR in path.relative_to(root).parts[:-1]:
+            continue
         try:
             m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if m.get("status") == "finished" and m.get("config_fingerprint") == fingerprint:
-            return path.parent
+            if not isinstance(m, dict):
+                raise ValueError("not a JSON object")
+            yield RunRecord(path.parent, m, path.stat().st_mtime)
+        except (OSError, ValueError) as e:
+            yield RunRecord(path.parent, {}, 0.0, f"{path.name}: {e}")
+
+
+def find_finished_run(search_root: str | Path, fingerprint: str) -> Path | None:
+    """A run directory under ``search_root`` that finished with the same config fingerprint."""
+    for run in iter_runs(search_root):
+        if run.metrics.get("status") == "finished" and run.metrics.get("config_fingerprint") == fingerprint:
+            return run.dir
     return None
+
+
+def newest_finished_runs(root: str | Path, task: str, key: str, **match: Any) -> dict[str, Path]:
+    """The newest finished run of ``task`` under ``root`` per value of ``metrics[key]`` (e.g. per paradigm or
+    per tokenizer), among runs whose metrics equal ``match``."""
+    found: dict[str, RunRecord] = {}
+    for run in iter_runs(root):
+        m = run.metrics
+        if (m.get("task") == task and m.get("status") == "finished" and m.get(key)
+                and all(m.get(k) == v for k, v in match.items())):
+            if m[key] not in found or run.mtime > found[m[key]].mtime:
+                found[m[key]] = run
+    return {k: r.dir for k, r in found.items()}
 
 
 def find_tokenizer_run(runs_dir: str | Path, tokenizer: str, data: str, resolution: int, channels: int) -> Path | None:
     """The newest finished tokenizer run of ``tokenizer`` trained on ``data`` at that resolution/channels."""
-    best, best_time = None, -1.0
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return None
-    for path in root.rglob("metrics.json"):
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if (m.get("status") == "finished" and m.get("task") == "tokenizer" and m.get("tokenizer") == tokenizer
-                and m.get("data") == data and m.get("resolution") == resolution and m.get("channels") == channels
-                and (path.parent / "checkpoints" / "last.ckpt").is_file()):
-            t = path.stat().st_mtime
-            if t > best_time:
-                best, best_time = path.parent, t
-    return best
+    runs = {k: d for k, d in newest_finished_runs(runs_dir, "tokenizer", "tokenizer", data=data, resolution=resolution,
+                                                   channels=channels).items()
+            if (d / "checkpoints" / "last.ckpt").is_file()}
+    return runs.get(tokenizer)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from genarena.cli.args import run_tool
+from genarena.cli.app import report_errors
 from genarena.scaling.collect import KEEP, Collection, collect_local, collect_wandb
 from genarena.scaling.fit import FitResult, PowerLawFit, ScalingError, fit_groups, lower_envelope
 from genarena.scaling.plot import default_specs, plot_all
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     logging.getLogger("genarena").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
-    run_tool(PROG, lambda: run(args))
+    report_errors(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":

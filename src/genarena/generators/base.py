@@ -22,9 +22,13 @@ from torch import Tensor
 
 from genarena.errors import IncompatibleTokenizerError
 from genarena.generators.backbone import AdaLNHead, Transformer, drop_labels, init_weights, resolve_width
+from genarena.tokenizers import TOKENIZERS
 from genarena.tokenizers.base import Tokenizer
 
-TOKENIZER_FOR_KIND = {"discrete": "vq", "multiscale": "msvq", "continuous": "kl"}
+
+def tokenizer_of_kind(kind: str) -> str:
+    """The tokenizer option (``conf/tokenizer/<name>.yaml``) whose tokens are of ``kind``."""
+    return next(name for name, cls in TOKENIZERS.items() if cls.kind == kind)
 
 
 class Generator(nn.Module, ABC):
@@ -36,11 +40,11 @@ class Generator(nn.Module, ABC):
                  gate_init: float) -> None:
         super().__init__()
         if tokenizer.kind != self.requires:
+            needed = tokenizer_of_kind(self.requires)
             raise IncompatibleTokenizerError(
-                f"generator '{self.name}' needs a {self.requires} tokenizer "
-                f"(tokenizer={TOKENIZER_FOR_KIND[self.requires]}), but got a {tokenizer.kind} one "
-                f"({type(tokenizer).__name__}); train one with "
-                f"`genarena-train task=tokenizer tokenizer={TOKENIZER_FOR_KIND[self.requires]}`")
+                f"generator '{self.name}' needs a {self.requires} tokenizer (tokenizer={needed}), but got a "
+                f"{tokenizer.kind} one ({type(tokenizer).__name__}); train one with "
+                f"`genarena-train task=tokenizer tokenizer={needed}`")
         self._tokenizer = (tokenizer,)  # a reference, not a submodule: its weights stay the tokenizer's
         self.num_classes, self.null_class, self.class_dropout = num_classes, num_classes, class_dropout
         self.depth = depth
@@ -99,6 +103,12 @@ class Generator(nn.Module, ABC):
 
     @abstractmethod
     def flops_per_image(self, train: bool, **sampling: Any) -> float: ...
+
+    def extra_image_grids(self, labels: Tensor, *, generator: torch.Generator | None = None,
+                          **sampling: Any) -> dict[str, list[Tensor]]:
+        """Paradigm-specific image grids shown during training, ``{name: rows of (n, C, H, W) images}``
+        (VAR: the coarse-to-fine progression); none by default."""
+        return {}
 
     @abstractmethod
     def sampling_steps(self, **sampling: Any) -> int: ...

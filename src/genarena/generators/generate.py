@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from genarena.errors import ConfigError
 from genarena.generators.base import Generator
 from genarena.tokenizers import Tokenizer
 
@@ -22,6 +23,19 @@ def to_uint8(images: Tensor) -> Tensor:
 def balanced_labels(n: int, num_classes: int, device=None) -> Tensor:
     """``n`` labels spread evenly over the classes, sorted: ``(n,)``."""
     return (torch.arange(n, device=device) * num_classes // max(n, 1)).clamp(max=num_classes - 1)
+
+
+def merge_sampling(run_sampling: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A run's sampling config with the non-None ``overrides``; an option the paradigm lacks is an error."""
+    out = dict(run_sampling)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in out:
+            raise ConfigError(f"sampling.{key}={value} does not apply to this paradigm (it takes "
+                              f"{', '.join(f'sampling.{k}' for k in out)})")
+        out[key] = value
+    return out
 
 
 @dataclass

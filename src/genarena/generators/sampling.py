@@ -7,6 +7,8 @@ this as ``(1 + t) cond - t uncond``; MAR's and MaskGIT's ``cfg`` equals ``1 + w`
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -71,8 +73,6 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
 def cosine_mask_schedule(num_tokens: int, steps: int) -> list[int]:
     """MaskGIT / MAR: tokens still masked after each step, ``floor(N cos(pi/2 (t+1)/T))``, forced to
     reveal at least one token per step and everything at the last step. Length ``steps``."""
-    import math
-
     remaining, out = num_tokens, []
     for t in range(steps):
         if t == steps - 1:

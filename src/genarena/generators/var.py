@@ -133,6 +133,10 @@ class VAR(Generator):
         """Samples decoded after 1, 2, ..., K scales (coarse to fine), each ``(B, C, H, W)``."""
         return self.tokenizer.decode_progression(self.sample(labels, generator=generator, **sampling))
 
+    def extra_image_grids(self, labels: Tensor, *, generator: torch.Generator | None = None,
+                          **sampling) -> dict[str, list[Tensor]]:
+        return {"coarse_to_fine": self.sample_progression(labels, generator=generator, **sampling)}
+
     # ------------------------------------------------------------------ cost
     def sampling_steps(self, **sampling) -> int:
         return len(self.scales)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning as L
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 
 from genarena.lit.optim import build_optimizer
 from genarena.metrics.classifier import DomainClassifier, random_translate
@@ -17,6 +19,7 @@ class ClassifierModule(L.LightningModule):
                                    "ch": ch, "feature_dim": feature_dim})
         self.model = DomainClassifier(channels, num_classes, ch, feature_dim)
         self.optim_cfg, self.total_steps = optim_cfg, total_steps
+        self.val_loss, self.val_acc = MeanMetric(), MulticlassAccuracy(num_classes, average="micro")
 
     def configure_optimizers(self):
         opt, sched = build_optimizer(self.model, self.optim_cfg, self.total_steps, trainer=self._trainer)
@@ -33,5 +36,7 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.model(x)
-        self.log("val/loss", F.cross_entropy(logits, y))
-        self.log("val/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
+        self.val_loss.update(F.cross_entropy(logits, y), weight=len(y))
+        self.val_acc.update(logits, y)
+        self.log("val/loss", self.val_loss)
+        self.log("val/acc", self.val_acc, prog_bar=True)

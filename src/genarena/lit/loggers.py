@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import re
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -84,12 +86,58 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None) -> Log
     return _csv(run_dir)
 
 
+def write_summary(logger: Logger | bool, metrics: dict) -> None:
+    """The run's flat scalars into its W&B summary (what ``genarena-scaling --source wandb`` reads)."""
+    for lg in ([logger] if logger else []):
+        if isinstance(lg, WandbLogger):
+            try:
+                lg.experiment.summary.update({k: v for k, v in metrics.items()
+                                              if isinstance(v, (int, float, str, bool))})
+            except Exception as e:  # logging must never fail a run
+                log.warning("could not write the W&B summary: %s", e)
+
+
 def finish_wandb() -> None:
     """Close the current W&B run (between jobs of a multirun, which share one process)."""
     try:
-        import wandb
+        import wandb  # lazy: only runs that logged to W&B need it
 
         if wandb.run is not None:
             wandb.finish()
     except Exception as e:  # never let logging teardown fail a run
         log.warning("wandb.finish() failed: %s", e)
+
+
+def find_wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the newest W&B run under ``<run_dir>/wandb/`` (``[offline-]run-<date>_<time>-<id>``)."""
+    pattern = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)$")
+    root = run_dir / "wandb"
+    found = sorted((m.group(1), m.group(2)) for d in (root.iterdir() if root.is_dir() else [])
+                   if d.is_dir() and (m := pattern.match(d.name)))
+    return found[-1][1] if found else None
+
+
+def log_evaluation_to_wandb(run_dir: Path, scalars: dict[str, Any]) -> bool:
+    """Log ``scalars`` (as ``eval/<key>`` and summary) to the run's W&B run, resumed by id; offline when there
+    is no key or network. Never raises: a failure is one warning line. Returns whether it logged."""
+    run_id = find_wandb_run_id(run_dir)
+    if run_id is None:
+        return False
+    try:
+        import wandb  # lazy: only runs that logged to W&B need it (and it takes a second to import)
+
+        run_cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create()
+        lcfg = run_cfg.get("logger") or {}
+        mode = resolve_wandb_mode(lcfg.get("mode") or "auto")
+        if mode == "disabled":
+            return False
+        run = wandb.init(id=run_id, resume="allow", project=lcfg.get("project") or "genarena",
+                         entity=lcfg.get("entity"), dir=str(run_dir), mode=mode)
+        numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        run.log({f"eval/{k}": v for k, v in numbers.items()})
+        run.summary.update({k: v for k, v in scalars.items() if isinstance(v, (int, float, str))})
+        run.finish()
+        return True
+    except Exception as e:  # no wandb, no network, a corrupt run directory...
+        log.warning("could not log the evaluation to W&B run %s (%s: %s)", run_id, type(e).__name__, e)
+        return False

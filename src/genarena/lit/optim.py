@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+from lightning.pytorch.callbacks import Timer
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -53,8 +54,6 @@ def lr_lambda(step: int, warmup_steps: int, total_steps: int, schedule: str, min
 
 def time_budget_fraction(trainer) -> Callable[[], float]:
     """A function giving the fraction of the trainer's ``max_time`` spent in training (0 without one)."""
-    from lightning.pytorch.callbacks import Timer
-
     timers = [c for c in (trainer.callbacks if trainer is not None else []) if isinstance(c, Timer)]
     if not timers:
         return lambda: 0.0

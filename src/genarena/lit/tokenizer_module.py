@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from genarena.lit.optim import build_optimizer
-from genarena.tokenizers import MSVQTokenizer, build_tokenizer
-from genarena.tokenizers.kl import KLTokenizer
+from genarena.tokenizers import build_tokenizer
 from genarena.tokenizers.losses import (
     PatchDiscriminator,
     build_perceptual_loss,
@@ -48,6 +49,8 @@ class TokenizerModule(L.LightningModule):
         self.automatic_optimization = False
         self._val_counts: Tensor | None = None
         self.grid_images = grid_images  # (n, C, H, W) fixed validation images for reconstruction grids
+        # validation means over the whole split (every rank's share: torchmetrics syncs them)
+        self.val_loss, self.val_psnr, self.val_mse01 = MeanMetric(), MeanMetric(), MeanMetric()
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -96,7 +99,7 @@ class TokenizerModule(L.LightningModule):
             self.manual_backward(d)
             self.disc_opt.step()
             logs["train/d_loss"] = d.detach()
-        codebook = getattr(getattr(self.tokenizer, "quantizer", self.tokenizer), "codebook", None)
+        codebook = self.tokenizer.trained_codebook()
         if codebook is not None:
             logs["train/restarted_codes"] = float(codebook.restart_dead_codes(aux["restart_candidates"]))
             for k in range(codebook.usage.shape[0]):
@@ -112,23 +115,24 @@ class TokenizerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        groups = len(self.tokenizer.scales) if isinstance(self.tokenizer, MSVQTokenizer) else 1
-        vocab = self.tokenizer.vocab_size or 0
-        self._val_counts = torch.zeros(groups, vocab, device=self.device) if vocab else None
+        codebook = self.tokenizer.trained_codebook()
+        self._val_counts = None if codebook is None else torch.zeros_like(codebook.usage)  # (groups, vocab)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, _ = batch
+        tokens = self.tokenizer.encode(x)
+        recon = self.tokenizer.decode(tokens)
         if self._val_counts is not None:
-            tokens = self.tokenizer.encode(x)
-            recon = self.tokenizer.decode(tokens)
-            scales = self.tokenizer.split_scales(tokens) if isinstance(self.tokenizer, MSVQTokenizer) else [tokens]
-            for k, idx in enumerate(scales):
+            for k, idx in enumerate(self.tokenizer.usage_groups(tokens)):
                 self._val_counts[k] += torch.bincount(idx.flatten(), minlength=self._val_counts.shape[1]).float()
-        else:
-            recon = self.tokenizer.decode(self.tokenizer.encode(x))
-        self.log("val/rec_loss", reconstruction_loss(recon, x, self.recon_kind), prog_bar=False)
-        self.log("val/psnr", psnr(recon, x).mean(), prog_bar=True)
-        self.log("val/mse01", ((recon - x) / 2).pow(2).mean())
+        n = len(x)
+        self.val_loss.update(reconstruction_loss(recon, x, self.recon_kind), weight=n)
+        self.val_psnr.update(psnr(recon, x).mean(), weight=n)
+        self.val_mse01.update(((recon - x) / 2).pow(2).mean(), weight=n)
+        # val/loss: the reconstruction loss of encode -> decode (what best.ckpt minimises)
+        self.log("val/loss", self.val_loss, prog_bar=False)
+        self.log("val/psnr", self.val_psnr, prog_bar=True)
+        self.log("val/mse01", self.val_mse01)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_counts is None:
@@ -147,27 +151,13 @@ class TokenizerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ after training
     @torch.no_grad()
-    def measure_scale_factor(self, loader, max_batches: int = 50) -> float | None:
-        """For ``kl``: set ``scale_factor = 1 / std`` of the posterior means over training images."""
-        if not isinstance(self.tokenizer, KLTokenizer):
-            return None
+    def calibrate(self, batches: Iterable[tuple[Tensor, Tensor]], max_batches: int = 50) -> dict[str, float]:
+        """Fit the tokenizer's data-dependent constants (``kl``: scale factor) on up to ``max_batches``."""
         self.tokenizer.eval()
-        latents = []
-        for i, (x, _) in enumerate(loader):
-            if i >= max_batches:
-                break
-            latents.append(self.tokenizer.posterior(x.to(self.device))[0].flatten())
-        std = torch.cat(latents).std().item()
-        self.tokenizer.set_scale_factor(std)
-        return float(self.tokenizer.scale_factor)
+        images = (x.to(self.device) for i, (x, _) in enumerate(batches) if i < max_batches)
+        return self.tokenizer.calibrate(images)
 
     @torch.no_grad()
     def image_grids(self) -> dict[str, list[Tensor]]:
-        """Originals of a fixed validation batch, then (msvq) the reconstruction after each scale, else
-        the reconstruction."""
-        x = self.grid_images.to(self.device)
-        tokens = self.tokenizer.encode(x)
-        if isinstance(self.tokenizer, MSVQTokenizer):
-            return {"reconstruction_per_scale": [x, *self.tokenizer.decode_progression(tokens)]}
-        return {"reconstruction": [x, self.tokenizer.decode(tokens)]}
-
+        """Originals of a fixed validation batch and their reconstructions (msvq: after each scale)."""
+        return self.tokenizer.reconstruction_grids(self.grid_images.to(self.device))

@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from genarena.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 
@@ -72,8 +74,6 @@ def save_classifier(model: DomainClassifier, path: Path, meta: dict[str, Any]) -
 
 
 def load_classifier(path: str | Path) -> tuple[DomainClassifier, dict[str, Any]]:
-    from genarena.errors import CheckpointError
-
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
         meta = blob["meta"]

@@ -1,17 +1,12 @@
 """Sample quality through torch-fidelity: FID, Inception Score, KID, precision/recall, class accuracy.
 
-Two feature extractors:
-
-- ``inception``: torch-fidelity's ``inception-v3-compat`` (the standard FID network). Its weights come
-  from ``eval.inception_weights`` (a local file), torch's hub cache, or a download.
-- ``domain``: the project's :class:`~genarena.metrics.classifier.DomainClassifier` of the dataset,
-  registered with torch-fidelity as :data:`DOMAIN_EXTRACTOR` (pool layer ``(B, feature_dim)`` for
-  FID / KID / PRC, logits ``(B, num_classes)`` for IS). Fully offline; numbers are only comparable
-  between results that name the same classifier (``eval_classifier``, ``eval_classifier_digest``).
-
-``eval.extractor=auto`` takes Inception when its weights are available and the domain classifier
-otherwise. The real split's features and FID statistics are cached by torch-fidelity under
-``<paths.cache_dir>/fidelity`` once per (dataset, split, resolution, channels, extractor).
+:class:`Evaluator` compares generated uint8 images with a real split of the data under the ``eval``
+block, with the feature extractor :mod:`genarena.metrics.extractors` resolves: Inception, or the
+project's domain classifier registered with torch-fidelity as :data:`DOMAIN_EXTRACTOR` (pool layer
+``(B, feature_dim)`` for FID / KID / PRC, logits ``(B, num_classes)`` for IS). The real split's
+features and FID statistics are cached by torch-fidelity under ``<paths.cache_dir>/fidelity`` once per
+(dataset, split, resolution, channels, extractor). The domain classifier file comes from the caller
+(a provider): this package never trains anything.
 """
 
 from __future__ import annotations
@@ -19,13 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import time
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +26,14 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from genarena.checkpoints import CHECKPOINT_SELECTIONS
-from genarena.errors import CheckpointError, ConfigError, GenArenaError
-from genarena.metrics.classifier import classifier_cache_path, load_classifier
+from genarena.config import EVAL_METRICS
+from genarena.data import ImageDataModule
+from genarena.errors import ConfigError
+from genarena.metrics.classifier import load_classifier
+from genarena.metrics.extractors import DOMAIN_EXTRACTOR, ClassifierProvider, Extractor, resolve_extractor
 
 log = logging.getLogger(__name__)
 
-DOMAIN_EXTRACTOR = "genarena-domain"  # torch-fidelity name of the domain-classifier extractor
-INCEPTION_EXTRACTOR = "inception-v3-compat"
-EXTRACTORS = ("auto", "inception", "domain")
-METRICS = ("fid", "isc", "kid", "prc")
-SPLITS = ("train", "val")
-# torch-fidelity's Inception weights, and how long ``auto`` waits on the network for them
-INCEPTION_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-)
-DOWNLOAD_TIMEOUT_S = 10.0
 # the metrics' standard definitions (torch-fidelity's defaults); KID and IS shrink them for small N
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
@@ -148,169 +129,6 @@ def register_domain_extractor() -> None:
 register_domain_extractor()
 
 
-# ---------------------------------------------------------------------------- the classifier
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """genarena's root config (``conf/config.yaml``) with Hydra overrides, inside or outside a Hydra app."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-
-    from genarena.config import config_dir, register_configs
-
-    register_configs()
-    try:
-        if GlobalHydra.instance().is_initialized():
-            return compose("config", overrides=list(overrides))
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-    except HydraException as e:  # a bad key or option: one line naming it
-        raise ConfigError(f"{' '.join(overrides)}: {e}") from None
-
-
-def classifier_config(cfg: DictConfig) -> DictConfig:
-    """The ``task=classifier`` config for ``cfg.data``: the classifier task's defaults with ``cfg``'s data,
-    classifier, paths, seed and accelerator; one device, no logger."""
-    out = compose_config(["task=classifier", "logger=none"])
-    data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
-    data["batch_size"] = int(cfg.classifier.batch_size)
-    out.data = OmegaConf.create(data)
-    out.classifier = cfg.classifier
-    out.paths.runs_dir, out.paths.cache_dir = str(cfg.paths.runs_dir), str(cfg.paths.cache_dir)
-    out.seed = cfg.seed
-    if "trainer" in cfg:
-        out.trainer.accelerator = cfg.trainer.accelerator
-    return out
-
-
-def ensure_classifier(cfg: DictConfig) -> Path:
-    """The cached domain classifier of ``cfg.data``; trains it (as ``genarena-train task=classifier``) when missing."""
-    path = classifier_cache_path(cfg.paths.cache_dir, cfg.data)
-    if path.is_file():
-        return path
-    import lightning as L
-
-    from genarena.cli.train import train_classifier
-    from genarena.runs import write_metrics
-
-    ccfg = classifier_config(cfg)
-    run_dir = Path(ccfg.paths.runs_dir) / ccfg.experiment_name / time.strftime("%Y-%m-%d_%H-%M-%S")
-    log.info("no domain classifier for data=%s at %s: training one (%d steps) in %s", cfg.data.name, path,
-             ccfg.trainer.max_steps, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(ccfg, resolve=True))
-    L.seed_everything(ccfg.seed, workers=True, verbose=False)
-    metrics = train_classifier(ccfg, run_dir, False)
-    write_metrics(run_dir, {"task": "classifier", "experiment_name": ccfg.experiment_name, "data": cfg.data.name,
-                            "seed": ccfg.seed, "run_dir": str(run_dir), **metrics, "status": "finished"})
-    if not path.is_file():
-        raise CheckpointError(f"training the domain classifier of data={cfg.data.name} did not write {path}")
-    return path
-
-
-def file_digest(path: str | Path) -> str:
-    """sha1 of a file's bytes (12 hex digits)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
-
-
-# ---------------------------------------------------------------------------- the extractor
-@dataclass(frozen=True)
-class Extractor:
-    """A resolved feature extractor: ``kind`` (inception | domain) and its weights file."""
-
-    kind: str
-    weights: Path
-
-    @property
-    def fidelity_name(self) -> str:
-        return INCEPTION_EXTRACTOR if self.kind == "inception" else DOMAIN_EXTRACTOR
-
-    @cached_property
-    def digest(self) -> str:
-        return file_digest(self.weights)
-
-    @property
-    def cache_tag(self) -> str:
-        """Names the extractor in reference-statistics cache names (domain: the classifier's digest)."""
-        return "inception" if self.kind == "inception" else f"domain-{self.digest}"
-
-    def describe(self) -> dict[str, str]:
-        """What every result records about the extractor that produced it."""
-        if self.kind == "inception":
-            return {"eval_extractor": "inception"}
-        return {"eval_extractor": "domain", "eval_classifier": self.weights.stem, "eval_classifier_digest": self.digest}
-
-
-def hub_inception_weights() -> Path:
-    """Where torch-fidelity's own download puts the Inception weights (torch's hub cache)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(INCEPTION_URL).name
-
-
-def download_inception_weights(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
-    """Download the Inception weights into torch's hub cache; network errors raise ``OSError``."""
-    dst = hub_inception_weights()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(f".part{os.getpid()}")
-    try:
-        with urllib.request.urlopen(INCEPTION_URL, timeout=timeout) as response, open(tmp, "wb") as f:
-            shutil.copyfileobj(response, f)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
-
-
-def check_eval_options(eval_cfg: DictConfig) -> None:
-    """Accepted values of ``eval.extractor``, ``eval.split``, ``eval.metrics`` and ``eval.checkpoint``."""
-    if eval_cfg.checkpoint not in CHECKPOINT_SELECTIONS:
-        raise ConfigError(f"eval.checkpoint={eval_cfg.checkpoint!r} is not accepted; choose one of "
-                          f"{', '.join(CHECKPOINT_SELECTIONS)}")
-    if eval_cfg.extractor not in EXTRACTORS:
-        raise ConfigError(
-            f"eval.extractor={eval_cfg.extractor!r} is not accepted; choose one of {', '.join(EXTRACTORS)}"
-        )
-    if eval_cfg.split not in SPLITS:
-        raise ConfigError(f"eval.split={eval_cfg.split!r} is not accepted; choose one of {', '.join(SPLITS)}")
-    bad = [m for m in eval_cfg.metrics if m not in METRICS]
-    if bad or not eval_cfg.metrics:
-        raise ConfigError(f"eval.metrics={list(eval_cfg.metrics)} is not accepted; choose a non-empty subset of "
-                          f"{', '.join(METRICS)}")
-
-
-def resolve_extractor(cfg: DictConfig) -> Extractor:
-    """The extractor ``cfg.eval.extractor`` asks for; ``auto`` falls back to the domain classifier (one log
-    line) when no Inception weights are at hand and the download fails."""
-    ev = cfg.eval
-    check_eval_options(ev)
-    given = None
-    if ev.inception_weights:
-        given = Path(ev.inception_weights).expanduser()
-        if not given.is_file():
-            raise ConfigError(f"eval.inception_weights={ev.inception_weights} does not exist; give the path of "
-                              f"torch-fidelity's Inception weights ({Path(INCEPTION_URL).name}, from {INCEPTION_URL}) "
-                              "or drop it to use the download / eval.extractor=domain")
-    if ev.extractor == "domain":
-        return Extractor("domain", ensure_classifier(cfg))
-    weights = given or (hub_inception_weights() if hub_inception_weights().is_file() else None)
-    if weights is not None:
-        return Extractor("inception", weights)
-    try:
-        return Extractor("inception", download_inception_weights())
-    except OSError as e:
-        if ev.extractor == "inception":
-            raise GenArenaError(f"eval.extractor=inception: cannot download the Inception weights from {INCEPTION_URL} "
-                                f"({type(e).__name__}: {e}); pass eval.inception_weights=<local file> or use "
-                                "eval.extractor=domain") from None
-        path = ensure_classifier(cfg)
-        log.warning("eval.extractor=auto: no Inception weights (eval.inception_weights unset, none in %s, download "
-                    "failed: %s); using the domain classifier %s instead", hub_inception_weights().parent,
-                    type(e).__name__, path.name)
-        return Extractor("domain", path)
-
-
 # --------------------------------------------------------------------------------- metrics
 def data_digest(data_cfg: DictConfig) -> str:
     """sha1 (8 hex digits) of the data config without loader-only keys: which images a split holds."""
@@ -333,9 +151,9 @@ def fidelity_metrics(fake: Tensor, real: Tensor, extractor: Extractor, metrics: 
     Returns the names of :data:`RESULT_KEYS` (``f_score`` with ``prc``), plus ``kid_subset_size`` =
     min(1000, N, M) with ``kid``.
     """
-    bad = [m for m in metrics if m not in METRICS]
+    bad = [m for m in metrics if m not in EVAL_METRICS]
     if bad or not metrics:
-        raise ConfigError(f"metrics={list(metrics)}: choose a non-empty subset of {', '.join(METRICS)}")
+        raise ConfigError(f"metrics={list(metrics)}: choose a non-empty subset of {', '.join(EVAL_METRICS)}")
     n, m = len(fake), len(real)
     need = {"fid": 2, "isc": 2, "kid": 2, "prc": PRC_NEIGHBORHOOD + 1}
     short = [k for k in metrics if min(n, m) < need[k]]
@@ -358,7 +176,7 @@ def fidelity_metrics(fake: Tensor, real: Tensor, extractor: Extractor, metrics: 
         cache_root=str(cache_root), cache=True, cuda=torch.cuda.is_available(), batch_size=batch_size,
         feature_extractor=extractor.fidelity_name, feature_extractor_weights_path=str(extractor.weights),
         prc_neighborhood=PRC_NEIGHBORHOOD, rng_seed=seed, save_cpu_ram=True, verbose=False,
-        **{k: k in metrics for k in METRICS}, **kwargs,
+        **{k: k in metrics for k in EVAL_METRICS}, **kwargs,
     )
     out.update({RESULT_KEYS[k]: float(v) for k, v in result.items() if k in RESULT_KEYS})
     return out
@@ -385,23 +203,24 @@ def class_accuracy(images: Tensor, labels: Tensor, classifier: str | Path, batch
 class Evaluator:
     """Compares generated images with a real split of ``cfg.data`` under ``cfg.eval``.
 
-    The extractor is resolved (and the domain classifier trained if needed) at construction; the real
-    split is loaded on first use and kept, unless given as ``real`` (uint8 ``(M, C, R, R)``, labels ``(M,)``).
+    ``classifier()`` returns the domain classifier file of ``cfg.data`` (the extractor, and the judge of class
+    accuracy); the extractor is resolved at construction; the real split is loaded on first use and kept,
+    unless given as ``real`` (uint8 ``(M, C, R, R)``, labels ``(M,)``).
     """
 
-    def __init__(self, cfg: DictConfig, real: tuple[Tensor, Tensor] | None = None) -> None:
+    def __init__(self, cfg: DictConfig, classifier: ClassifierProvider,
+                 real: tuple[Tensor, Tensor] | None = None) -> None:
         self.cfg = cfg
         self.data_cfg = cfg.data
         self.split: str = cfg.eval.split
-        self.extractor = resolve_extractor(cfg)
+        self.classifier = classifier
+        self.extractor = resolve_extractor(cfg.eval, classifier)
         self._real = real
 
     @property
     def real(self) -> tuple[Tensor, Tensor]:
         """The real split as uint8 ``(M, C, R, R)`` and labels ``(M,)``."""
         if self._real is None:
-            from genarena.data import ImageDataModule
-
             self._real = ImageDataModule(self.data_cfg).real_images_uint8(self.split)
         return self._real
 
@@ -413,8 +232,9 @@ class Evaluator:
     def reference_name(self) -> str:
         return reference_cache_name(self.data_cfg, self.split, self.extractor)
 
-    def classifier(self) -> Path:
-        return self.extractor.weights if self.extractor.kind == "domain" else ensure_classifier(self.cfg)
+    def classifier_file(self) -> Path:
+        """The domain classifier that judges class accuracy (the extractor itself when it is the domain one)."""
+        return self.extractor.weights if self.extractor.kind == "domain" else self.classifier()
 
     def check_images(self, images: Tensor) -> None:
         d = self.data_cfg
@@ -439,5 +259,5 @@ class Evaluator:
                                     real_cache_name=self.reference_name, batch_size=self.cfg.eval.batch_size,
                                     seed=self.cfg.eval.seed))
         if labels is not None:
-            out["class_acc"] = class_accuracy(images, labels, self.classifier(), self.cfg.eval.batch_size)
+            out["class_acc"] = class_accuracy(images, labels, self.classifier_file(), self.cfg.eval.batch_size)
         return out

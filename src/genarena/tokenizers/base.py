@@ -11,11 +11,13 @@ Token layouts (what ``encode`` returns and ``decode`` takes):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch.nn as nn
 from torch import Tensor
 
+from genarena.tokenizers.codebook import Codebook
 from genarena.tokenizers.nets import Decoder, Encoder
 
 KINDS = ("discrete", "multiscale", "continuous")
@@ -57,6 +59,25 @@ class Tokenizer(nn.Module, ABC):
     @abstractmethod
     def decode(self, tokens: Tensor) -> Tensor:
         """Tokens -> images ``(B, C, H, W)`` clamped to ``[-1, 1]``."""
+
+    # hooks the training loop calls, so that it needs no knowledge of the kinds ---------------------------
+    def trained_codebook(self) -> Codebook | None:
+        """The codebook whose usage is tracked and whose dead codes are restarted in training (None: no codebook)."""
+        return None
+
+    def usage_groups(self, tokens: Tensor) -> list[Tensor]:
+        """Token ids grouped for codebook-usage statistics, one group per codebook usage row (``[]`` for
+        continuous tokens)."""
+        return [] if self.vocab_size is None else [tokens]
+
+    def reconstruction_grids(self, images: Tensor) -> dict[str, list[Tensor]]:
+        """``{name: rows of images}`` shown during training: the originals, then their reconstruction."""
+        return {"reconstruction": [images, self.decode(self.encode(images))]}
+
+    def calibrate(self, batches: Iterable[Tensor]) -> dict[str, float]:
+        """Fit data-dependent constants after training from image batches (``kl``: the scale factor); returns
+        them for the run's metrics. Nothing to fit by default."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """Flat facts a generator or a report needs about this tokenizer."""

@@ -8,6 +8,8 @@ Tokens are ``scale_factor * mu`` as ``(B, h*w, C)``; ``scale_factor`` is measure
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -61,3 +63,10 @@ class KLTokenizer(Tokenizer):
         """Set ``scale_factor = 1 / latent_std`` unless the config fixed it."""
         if not self.scale_factor_fixed:
             self.scale_factor.fill_(1.0 / max(latent_std, 1e-8))
+
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[Tensor]) -> dict[str, float]:
+        """``scale_factor = 1 / std`` of the posterior means over ``batches`` of images (unless fixed)."""
+        latents = [self.posterior(x)[0].flatten() for x in batches]
+        self.set_scale_factor(torch.cat(latents).std().item())
+        return {"scale_factor": float(self.scale_factor)}

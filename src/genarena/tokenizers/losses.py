@@ -34,7 +34,7 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, weights_path: str) -> None:
         super().__init__()
-        from torchvision.models import vgg16
+        from torchvision.models import vgg16  # lazy: the perceptual loss is optional
 
         net = vgg16()
         net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))

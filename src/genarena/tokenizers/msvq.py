@@ -275,3 +275,14 @@ class MSVQTokenizer(Tokenizer):
         """Images decoded from the first 1, 2, ..., K scales (coarse-to-fine), each ``(B, C, H, W)``."""
         indices = self.split_scales(tokens)
         return [self.decode_f_hat(self.quantizer.f_hat_from_indices(indices, k + 1)) for k in range(len(indices))]
+
+    def trained_codebook(self) -> Codebook:
+        return self.quantizer.codebook
+
+    def usage_groups(self, tokens: Tensor) -> list[Tensor]:
+        """One group per scale (the codebook tracks usage per scale)."""
+        return self.split_scales(tokens)
+
+    def reconstruction_grids(self, images: Tensor) -> dict[str, list[Tensor]]:
+        """The originals, then the reconstruction after each scale (coarse to fine)."""
+        return {"reconstruction_per_scale": [images, *self.decode_progression(self.encode(images))]}

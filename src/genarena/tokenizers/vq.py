@@ -47,3 +47,6 @@ class VQTokenizer(Tokenizer):
     def decode(self, tokens: Tensor) -> Tensor:
         h, w = self.grid
         return self.decoder(self.codebook.embed(tokens.view(-1, h, w))).clamp(-1, 1)
+
+    def trained_codebook(self) -> Codebook:
+        return self.codebook

@@ -1,0 +1,87 @@
+"""The comparison's report: ``report.md`` (tables, figures, runs), ``results.csv`` and ``results.json``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TABLE = [  # (column, key in a result row, format)
+    ("paradigm", "paradigm", "{}"), ("tokenizer", "tokenizer", "{}"), ("params", "params", "{:,}"),
+    ("train GFLOPs", "train_gflops", "{:.3g}"), ("train min", "train_min", "{:.1f}"),
+    ("val loss", "val_loss", "{:.4f}"),
+    ("FID", "fid", "{:.2f}"), ("IS", "isc_mean", "{:.2f}"), ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"), ("class acc", "class_acc", "{:.3f}"),
+    ("sample s/img", "sample_s_per_image", "{:.4f}"), ("sampling steps", "sampling_steps", "{}"),
+]
+REFERENCE_TABLE = [("reference", "paradigm", "{}"), ("FID", "fid", "{:.2f}"), ("IS", "isc_mean", "{:.2f}"),
+                   ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
+                   ("class acc", "class_acc", "{:.3f}")]
+
+
+def fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]]) -> list[str]:
+    """Lines of a Markdown table with ``columns`` = (header, key, format) over ``rows``."""
+    lines = ["| " + " | ".join(c for c, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(k), s) for _, k, s in columns) + " |" for r in rows]
+    return lines
+
+
+def write_results(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """``results.csv`` (one row per paradigm and reference) and ``results.json`` (with the meta data)."""
+    keys = sorted({k for r in rows + refs for k in r})
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for r in rows + refs:
+            writer.writerow(r)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "paradigms": rows, "references": refs}, indent=2,
+                                                 default=str))
+
+
+def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
+    """``report.md``, ``results.csv`` and ``results.json`` in ``out``; returns the report's path."""
+    write_results(out, rows, refs, meta)
+    extractor, n = meta["extractor"], meta["num_samples"]
+    lines = [
+        f"# genarena-compare: {meta['name']}", "",
+        f"Paradigms trained against frozen tokenizers on `{meta['data']}`, one size for all "
+        f"(generator overrides: `{' '.join(meta['generator_args']) or 'none'}`).", "",
+        f"- Every FID / IS / precision / recall: **N = {n}** images vs the real `{meta['split']}` split "
+        f"({meta['n_real']} images), **{extractor}** features{meta['extractor_note']}.",
+        f"- Class accuracy: the domain classifier's label agrees with the requested class "
+        f"(real validation accuracy of that classifier: {fmt(meta.get('classifier_val_acc'), '{:.3f}')}).",
+        f"- Sampling: {n} class-balanced labels, seed {meta['seed']}, each run's default sampling config and "
+        f"its {meta.get('checkpoint', 'last')} checkpoint (`eval.checkpoint`), batch {meta['batch_size']}, "
+        f"on {meta['device']}.",
+        f"- Command: `{meta['command']}`; hardware: {meta['hardware']}; total wall time "
+        f"{meta['total_min']:.1f} min.", "",
+        "## Paradigms", "", *markdown_table(TABLE, rows),
+        "", f"## Reference rows (floors of the FID above; same N = {n}, same {extractor} features)", "",
+        *markdown_table(REFERENCE_TABLE, refs),
+    ]
+    if meta["reused"]:
+        lines += ["", f"Reused from earlier runs (not trained by this invocation, so its wall time leaves them out; "
+                      f"a reused generator's training time is in the table): {', '.join(meta['reused'])}."]
+    if meta["missing"]:
+        lines += ["", f"**Missing runs** (failed or not finished; see their run directories): {meta['missing']}"]
+    lines += ["", "## Samples", "", "![samples](samples.png)", "",
+              "Rows are classes, one panel per paradigm; the first panel is real validation images.", "",
+              "## Quality vs sampling time", "", "![frontier](frontier.png)", "",
+              "## Runs", ""]
+    lines += [f"- {r['paradigm']}: `{r['run_dir']}`" for r in rows]
+    lines += [f"- tokenizer {name}: `{d}`" for name, d in meta["tokenizer_runs"].items()]
+    lines += ["", "Stage wall times (min): " + ", ".join(f"{k} {v:.1f}" for k, v in meta["stage_min"].items()), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

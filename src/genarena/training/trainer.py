@@ -1,0 +1,130 @@
+"""A ``lightning.Trainer`` built from the config: ``trainer.*`` are its arguments, ``callbacks.*`` its callbacks.
+
+Every ``trainer`` key except :data:`~genarena.config.GENARENA_TRAINER_KEYS` is passed to ``Trainer``;
+a key added on the command line (``+trainer.accumulate_grad_batches=4``) must be one of its arguments,
+anything else stops at start-up naming the key. Each ``callbacks.<name>`` node is instantiated from
+its ``_target_`` (null or ``enabled: false`` leaves it out); relative ``dirpath`` / ``out_dir`` /
+``log_path`` values are placed inside the run directory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelSummary, ProgressBar
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from genarena.config import GENARENA_TRAINER_KEYS, RESERVED_TRAINER_KEYS, to_dict
+from genarena.errors import ConfigError
+
+log = logging.getLogger("genarena")
+
+PATH_ARGUMENTS = ("dirpath", "out_dir", "log_path")  # callback arguments resolved inside the run directory
+
+# Lightning messages that say nothing about a genarena run, each with why it is safe to drop:
+# - tokenizers train with manual optimisation (tokenizer + optional discriminator), so a periodic checkpoint holds the
+#   weights after the step: the state a resumed run continues from, which is what we want;
+# - a generator's tokenizer is frozen and kept in eval mode on purpose (Lightning counts its modules);
+# - Lightning's own pytree helper calls a torch API that newer torch deprecates;
+# - the dataloaders are in-memory tensors: worker processes would only add start-up time;
+# - advertisements for Lightning's hosted services;
+# - notes that echo a setting genarena passes explicitly (limit_*_batches=1.0, the ModelSummary callback).
+KNOWN_LIGHTNING_WARNINGS = (
+    "Using ModelCheckpoint with manual optimization",
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The '\w+_dataloader' does not have many workers",
+)
+DROPPED_LOG_LINES = ("💡 Tip:", "`Trainer(limit_", "Trainer already configured with model summary callbacks")
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(DROPPED_LOG_LINES)
+
+
+def quiet_lightning() -> None:
+    """Drop the Lightning warnings and log lines listed above, and print each Lightning log line once
+    (idempotent). Lightning gives its ``lightning`` logger a console handler of its own even when the root
+    logger has one (Hydra's), which prints every line twice; with a root handler, Lightning's goes."""
+    for message in KNOWN_LIGHTNING_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    if logging.getLogger().handlers:
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+            logger.addFilter(_DropAdverts())
+
+
+def trainer_arguments(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.trainer`` without genarena's own keys, checked against ``lightning.Trainer``'s signature."""
+    accepted = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    args = {k: v for k, v in to_dict(trainer_cfg).items() if k not in GENARENA_TRAINER_KEYS}
+    reserved = sorted(set(args) & set(RESERVED_TRAINER_KEYS))
+    if reserved:
+        raise ConfigError(f"trainer.{reserved[0]} is set by genarena (loggers: logger=..., callbacks: callbacks.*, "
+                          "the run directory: paths.runs_dir); remove it from the trainer config")
+    unknown = sorted(set(args) - accepted)
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]} is not an argument of lightning.Trainer; accepted: "
+                          f"{', '.join(sorted(accepted - set(RESERVED_TRAINER_KEYS)))}")
+    return args
+
+
+def _inside(run_dir: Path, value: Any) -> Any:
+    if isinstance(value, str) and not Path(value).is_absolute():
+        return str(run_dir / value)
+    return value
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Callback]:
+    """The callbacks of ``cfg.callbacks`` in order, leaving out those that are null, disabled, or need what the
+    run does not have (a logger for ``LearningRateMonitor``, ``trainer.enable_progress_bar`` for a progress bar,
+    ``trainer.enable_model_summary`` for a summary)."""
+    out: list[Callback] = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        spec = to_dict(node)
+        if not spec.pop("enabled", True):
+            continue
+        for key in PATH_ARGUMENTS:
+            if key in spec:
+                spec[key] = _inside(run_dir, spec[key])
+        try:
+            callback = instantiate(OmegaConf.create(spec))
+        except InstantiationException as e:
+            raise ConfigError(f"callbacks.{name}: cannot build {spec.get('_target_')} ({e})") from None
+        if not isinstance(callback, Callback):
+            raise ConfigError(f"callbacks.{name}: {spec['_target_']} is not a Lightning callback")
+        if ((isinstance(callback, LearningRateMonitor) and not has_logger)
+                or (isinstance(callback, ProgressBar) and not cfg.trainer.enable_progress_bar)
+                or (isinstance(callback, ModelSummary) and not cfg.trainer.enable_model_summary)):
+            continue
+        out.append(callback)
+    return out
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, logger: Logger | bool,
+                  callbacks: list[Callback] | None = None) -> L.Trainer:
+    """``lightning.Trainer(**cfg.trainer)`` with ``cfg.callbacks`` (or the given ``callbacks``), the logger and
+    the run directory."""
+    quiet_lightning()
+    args = trainer_arguments(cfg.trainer)
+    if callbacks is None:
+        callbacks = build_callbacks(cfg, run_dir, has_logger=bool(logger))
+    try:
+        return L.Trainer(**args, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    except (ValueError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
+        raise ConfigError(f"trainer: {e}") from None
