@@ -121,13 +121,19 @@ class GeneratorConfig:
 
 @dataclass
 class VARGeneratorConfig(GeneratorConfig):
-    pass
+    k_bias: bool = MISSING  # learned bias on the attention keys; false = VAR's (only q and v have biases)
+    init: str = MISSING  # shared (the shared backbone's) | official (VAR's init_weights)
+    init_adaln: float = MISSING  # init=official: AdaLN weight multiplier (scale and shift rows, head AdaLN)
+    init_adaln_gamma: float = MISSING  # init=official: AdaLN gate-row multiplier
+    init_head: float = MISSING  # output head weight multiplier (initial loss ~ ln V)
 
 
 @dataclass
 class ARGeneratorConfig(GeneratorConfig):
     pos_embed: str = MISSING  # rope2d | learned
     embed_dropout: float = MISSING  # token dropout on input embeddings (LlamaGen)
+    backbone: str = MISSING  # shared (AdaLN / qk-norm, the default) | llama (LlamaGen's GPT)
+    ffn_multiple_of: int = MISSING  # backbone=llama: SwiGLU hidden size rounded up to a multiple of this
 
 
 @dataclass
@@ -349,8 +355,20 @@ def validate(cfg: DictConfig) -> None:
         _check_choice("tokenizer.scale_norm", cfg.tokenizer.scale_norm, SCALE_NORMS)
     _check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
     _check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, ("constant", "linear"))
+    if cfg.generator.name == "var":
+        from genarena.generators.var import INITS
+
+        _check_choice("generator.init", cfg.generator.init, INITS)
     if cfg.generator.name == "ar":
+        from genarena.generators.ar import BACKBONES
+
         _check_choice("generator.pos_embed", cfg.generator.pos_embed, ("rope2d", "learned"))
+        _check_choice("generator.backbone", cfg.generator.backbone, BACKBONES)
+        if cfg.generator.backbone == "llama" and cfg.generator.pos_embed != "rope2d":
+            raise ConfigError(f"generator.pos_embed={cfg.generator.pos_embed!r} is not accepted with "
+                              "generator.backbone=llama (LlamaGen's GPT uses 2-D RoPE); choose rope2d")
+        if cfg.generator.ffn_multiple_of < 1:
+            raise ConfigError(f"generator.ffn_multiple_of={cfg.generator.ffn_multiple_of} must be at least 1")
     if cfg.generator.name == "mar":
         _check_choice("generator.order", cfg.generator.order, ("random", "raster"))
         _check_choice("generator.noise_schedule", cfg.generator.noise_schedule, ("cosine", "linear"))

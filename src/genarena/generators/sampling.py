@@ -7,9 +7,19 @@ this as ``(1 + t) cond - t uncond``; MAR's and MaskGIT's ``cfg`` equals ``1 + w`
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def require_sampling(**values: object) -> None:
+    """Raise ``TypeError`` naming each sampling parameter passed as ``None`` (for functions that need
+    the sampling config only in some modes, e.g. FLOPs of sampling but not of training)."""
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise TypeError(f"missing sampling parameter(s) {', '.join(missing)}: pass the generator's sampling config")
 
 
 def guidance_weight(cfg: float, schedule: str, progress: float) -> float:
@@ -69,17 +79,16 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
 
 
 def cosine_mask_schedule(num_tokens: int, steps: int) -> list[int]:
-    """MaskGIT / MAR: tokens still masked after each step, ``floor(N cos(pi/2 (t+1)/T))``, forced to
-    reveal at least one token per step and everything at the last step. Length ``steps``."""
-    import math
-
+    """MaskGIT / MAR: tokens still masked after each step t < T - 1,
+    ``max(1, min(masked_before - 1, floor(N cos(pi/2 (t+1)/T))))``, and 0 after the last step: every
+    step reveals at least one token while more than one is masked, and the last masked token waits
+    for the final step (as the official decoders do). Length ``steps``."""
     remaining, out = num_tokens, []
     for t in range(steps):
         if t == steps - 1:
             n = 0
         else:
-            n = math.floor(num_tokens * math.cos(math.pi / 2 * (t + 1) / steps))
-            n = max(1, min(remaining - 1, n)) if remaining > 1 else 0
+            n = max(1, min(remaining - 1, math.floor(num_tokens * math.cos(math.pi / 2 * (t + 1) / steps))))
         out.append(n)
         remaining = n
     return out
