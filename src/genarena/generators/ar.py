@@ -7,8 +7,8 @@ constant guidance by default (LlamaGen's ``cfg_scale`` s is ``w = s - 1``).
 
 ``backbone``: ``shared`` runs the shared AdaLN / qk-norm transformer (the class also conditions every
 block); ``llama`` runs LlamaGen's GPT (``generators/llama.py``: RMSNorm, SwiGLU, bias-free attention,
-2-D RoPE, the class only as the prefix token, LlamaGen's init), with token dropout over the whole
-input sequence (class token included) as LlamaGen applies it.
+2-D RoPE with LlamaGen's zero rows at the class token, the class only as the prefix token, LlamaGen's
+init), with token dropout over the whole input sequence (class token included) as LlamaGen applies it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from genarena.generators.backbone import causal_mask, rope_2d
 from genarena.generators.base import Generator, accuracy
-from genarena.generators.llama import LlamaHead, LlamaTransformer, llama_init
+from genarena.generators.llama import LlamaHead, LlamaTransformer, llama_init, llamagen_rope
 from genarena.generators.sampling import guidance_weight, require_sampling, sample_logits, split_guided
 
 BACKBONES = ("shared", "llama")
@@ -49,7 +49,8 @@ class RasterAR(Generator):
         if pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
         else:
-            cos, sin = rope_2d(tokenizer.grid, self.width // self.heads, prefix=1)
+            make_rope = llamagen_rope if backbone == "llama" else rope_2d
+            cos, sin = make_rope(tokenizer.grid, self.width // self.heads, prefix=1)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.register_buffer("mask", causal_mask(self.seq_len), persistent=False)

@@ -12,6 +12,8 @@ as many weights as a ratio-4 GELU MLP. Attention is causal with softmax scale ``
 Init (LlamaGen's ``initialize_weights``): every linear and embedding ``N(0, 0.02^2)``, biases none,
 the output projection zero, so the initial loss is exactly ``ln V``.
 
+LlamaGen's RoPE tables are zero (not the identity) at the class token, so that token's q and k are
+zero: every position attends to it with logit 0, and it attends only to itself (:func:`llamagen_rope`).
 RoPE layout: this module rotates the pair ``(i, i + D/2)`` of each head (``backbone.apply_rope``),
 LlamaGen the adjacent pair ``(2i, 2i + 1)``, with the same angle for pair i. The two are one model up
 to a permutation of the q and k rows of each head, which ``genarena.official.llamagen_gpt`` applies.
@@ -25,10 +27,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genarena.generators.backbone import DropPath, KVCache, apply_rope
+from genarena.generators.backbone import DropPath, KVCache, apply_rope, rope_2d
 
 NORM_EPS = 1e-5  # LlamaGen's RMSNorm epsilon
 INIT_STD = 0.02  # LlamaGen's initializer_range
+
+
+def llamagen_rope(grid: tuple[int, int], head_dim: int, prefix: int = 1) -> tuple[Tensor, Tensor]:
+    """2-D RoPE tables ``(prefix + h*w, head_dim)`` as LlamaGen builds them: the grid rows as in
+    :func:`~genarena.generators.backbone.rope_2d`, the ``prefix`` (class token) rows zero."""
+    cos, sin = rope_2d(grid, head_dim, prefix)
+    cos[:prefix] = 0
+    return cos, sin
 
 
 def swiglu_hidden(width: int, mlp_ratio: float, multiple_of: int) -> int:
