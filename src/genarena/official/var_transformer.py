@@ -39,7 +39,7 @@ OFFICIAL_INIT = {"init_adaln": 0.5, "init_adaln_gamma": 1e-5, "init_head": 0.02}
 
 
 def build_rule(depth: int) -> dict[str, Any]:
-    """``build_vae_var``'s depth -> architecture rule: width ``64 depth``, heads ``depth``, drop path ``0.1 depth / 24``."""
+    """``build_vae_var``'s rule: width ``64 depth``, heads ``depth``, drop path ``0.1 depth / 24``."""
     return {"width": 64 * depth, "heads": depth, "drop_path": 0.1 * depth / 24}
 
 
