@@ -7,7 +7,7 @@ Training: per image, ``r ~ U(0, 1)``, mask ``ceil(N cos(pi/2 r))`` random tokens
 Decoding in T steps (google-research/maskgit ``parallel_decode.decode``): predict every masked token
 and sample it; confidence = ``log p(sampled) + tau (1 - (t+1)/T) * Gumbel`` (``tau`` = choice
 temperature, revealed tokens get +inf, so they are never re-masked); keep the most confident and
-re-mask ``max(1, min(masked - 1, floor(N cos(pi/2 (t+1)/T))))`` (see :func:`cosine_mask_schedule`);
+re-mask ``max(1, min(masked - 1, floor(N cos(pi/2 (t+1)/T))))`` in float32 (see :func:`cosine_mask_schedule`);
 the last step reveals everything. Guidance (absent from the original; the PyTorch reproduction's)
 ramps linearly over steps: ``w_t = cfg t / (T - 1)``.
 """
@@ -79,7 +79,7 @@ class MaskGIT(Generator):
         all_labels, doubled = self.guidance_labels(labels, cfg)
         cond = self.class_embed(all_labels)
         tokens = torch.full((b, n), self.mask_id, dtype=torch.long, device=dev)
-        for t, n_masked_after in enumerate(cosine_mask_schedule(n, steps)):
+        for t, n_masked_after in enumerate(cosine_mask_schedule(n, steps, float32=True)):
             inp = torch.cat([tokens, tokens]) if doubled else tokens
             w = guidance_weight(cfg, cfg_schedule, t / max(1, steps - 1)) if doubled else None
             logits = split_guided(self(inp, cond), w)
