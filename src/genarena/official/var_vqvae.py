@@ -25,16 +25,18 @@ from torch import Tensor
 
 from genarena.official.ldm import ldm_plan, quant_conv_plan, read_ldm_architecture
 from genarena.official.presets import tokenizer_preset
-from genarena.official.state_dicts import Entry, Plan, apply_plan, load_released, require
+from genarena.official.state_dicts import Entry, Plan, apply_plan, load_released
 
 SOURCE = "VAR VQVAE"
 VAR_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 VAR_QUANT_RESI = 0.5
+VAR_SHARE_QUANT_RESI = 4
 PRESET = "var_vqvae"
 
 
 def _phi_layout(state_dict: Mapping[str, Tensor], num_scales: int) -> tuple[str, int]:
-    """``(official key prefix pattern, share_quant_resi)`` of the phi convs present in ``state_dict``."""
+    """``(official key pattern, share_quant_resi)`` of the phi convs in ``state_dict`` (VAR's default, four
+    partially shared convs, when there is none: the key check then names them as missing)."""
     keys = [k for k in state_dict if k.startswith("quantize.quant_resi.")]
     shared = [int(m.group(1)) for k in keys if (m := re.fullmatch(r"quantize\.quant_resi\.qresi_ls\.(\d+)\.weight", k))]
     nonshared = [int(m.group(1)) for k in keys if (m := re.fullmatch(r"quantize\.quant_resi\.(\d+)\.weight", k))]
@@ -45,7 +47,7 @@ def _phi_layout(state_dict: Mapping[str, Tensor], num_scales: int) -> tuple[str,
         return "quantize.quant_resi.{i}", 0 if n == num_scales else n
     if "quantize.quant_resi.qresi.weight" in state_dict:
         return "quantize.quant_resi.qresi", 1
-    return "quantize.quant_resi.qresi_ls.{i}", 0  # no phi conv at all: only right when quant_resi == 0
+    return "quantize.quant_resi.qresi_ls.{i}", VAR_SHARE_QUANT_RESI
 
 
 def _quantizer_plan(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int], quant_resi: float,
@@ -54,11 +56,14 @@ def _quantizer_plan(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int],
     ``dim``: the code dimension the rest of the model expects (default: the embedding's)."""
     from genarena.tokenizers.msvq import num_phi_convs
 
-    require(SOURCE, state_dict, ["quantize.embedding.weight"])
-    vocab_size, emb_dim = state_dict["quantize.embedding.weight"].shape
-    dim = int(emb_dim) if dim is None else dim
     k = len(patch_nums)
     pattern, share = _phi_layout(state_dict, k)
+    # V and the code dimension from whichever tensors are present (absent ones are named by the key check)
+    emb, hits = state_dict.get("quantize.embedding.weight"), state_dict.get("quantize.ema_vocab_hit_SV")
+    phi = state_dict.get(pattern.format(i=0) + ".weight")
+    vocab_size = emb.shape[0] if emb is not None else hits.shape[-1] if hits is not None else 0
+    if dim is None:
+        dim = int(emb.shape[1]) if emb is not None else int(phi.shape[0]) if phi is not None else 0
     kwargs: dict[str, Any] = dict(
         vocab_size=int(vocab_size), dim=dim, patch_nums=[int(p) for p in patch_nums], quant_resi=float(quant_resi),
         share_quant_resi=share, beta=0.25, l2_norm_codes=False, entropy_weight=0.0, entropy_temperature=1.0,
@@ -103,7 +108,9 @@ def convert_var_vqvae(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int
     (widths, levels, ``Cvae``, ``V``, phi convs); build it with the data resolution
     ``patch_nums[-1] * 2 ** (len(ch_mult) - 1)`` (256 for the released model).
     """
-    arch = read_ldm_architecture(SOURCE, state_dict, double_z=False)
+    emb = state_dict.get("quantize.embedding.weight")
+    arch = read_ldm_architecture(SOURCE, state_dict, double_z=False,
+                                 embed_dim_hint=int(emb.shape[1]) if emb is not None else None)
     q_kwargs, q_plan = _quantizer_plan(state_dict, patch_nums, quant_resi, dim=arch.embed_dim, prefix="quantizer.")
     plan = {**ldm_plan(arch, fused_qkv=True), **quant_conv_plan(arch), **q_plan}
     converted = {**apply_plan(SOURCE, state_dict, plan), **_fresh_quantizer_buffers(q_kwargs, "quantizer.")}
