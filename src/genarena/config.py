@@ -352,8 +352,10 @@ def _check_range(key: str, value: Any, low: float | None = None, high: float | N
         raise ConfigError(f"{key}={value!r} is not accepted; {accepted}")
 
 
-def check_tokenizer(tok: DictConfig) -> None:
-    """Value checks of a tokenizer config (its network, codebook and bottleneck), each naming the bad value."""
+def check_tokenizer(tok: DictConfig, resolution: int) -> None:
+    """Value checks of a tokenizer config (its network, codebook and bottleneck) for images of ``resolution``
+    pixels, each naming the bad value. A generator's tokenizer (``tokenizer.ckpt``) is rebuilt from its
+    checkpoint, so the scales are not checked against the grid then."""
     from genarena.tokenizers.base import NETS
 
     _check_choice("tokenizer.recon_loss", tok.recon_loss, ("l1", "l2"))
@@ -363,6 +365,10 @@ def check_tokenizer(tok: DictConfig) -> None:
         raise ConfigError(f"tokenizer.ch_mult={list(tok.ch_mult)} is not accepted; one positive multiplier per level")
     _check_range("tokenizer.num_res_blocks", tok.num_res_blocks, 1, accepted="at least 1 block per level")
     _check_range("tokenizer.z_channels", tok.z_channels, 1, accepted="at least 1 latent channel")
+    grid, rem = divmod(resolution, 2 ** (len(tok.ch_mult) - 1))
+    if rem:
+        raise ConfigError(f"data.resolution={resolution} is not divisible by the tokenizer's downsampling "
+                          f"2**(len(ch_mult)-1)={2 ** (len(tok.ch_mult) - 1)}")
     ldm = tok.ldm
     if tok.net == "ldm":
         if ldm.embed_dim is not None:
@@ -394,6 +400,9 @@ def check_tokenizer(tok: DictConfig) -> None:
         pn = list(tok.patch_nums)
         if not pn or pn[0] < 1 or pn != sorted(set(pn)):
             raise ConfigError(f"tokenizer.patch_nums={pn} is not accepted; positive scale sides that increase strictly")
+        if not tok.ckpt and pn[-1] != grid:
+            raise ConfigError(f"tokenizer.patch_nums={pn} must increase strictly and end at the latent grid side "
+                              f"{grid} (data.resolution={resolution} / downsampling)")
         _check_range("tokenizer.quant_resi", tok.quant_resi, 0, 1,
                      accepted="r in [0, 1] of phi(h) = (1 - r) h + r conv(h) (VAR: 0.5; 0: no phi conv)")
         _check_range("tokenizer.share_quant_resi", tok.share_quant_resi, 0, len(pn),
@@ -422,7 +431,7 @@ def validate(cfg: DictConfig) -> None:
 
         check_imagefolder_root(cfg.data)
     _check_choice("tokenizer.name", cfg.tokenizer.name, tuple(TOKENIZERS))
-    check_tokenizer(cfg.tokenizer)
+    check_tokenizer(cfg.tokenizer, cfg.data.resolution)
     _check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
     _check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, ("constant", "linear"))
     if cfg.generator.name == "var":
@@ -451,16 +460,3 @@ def validate(cfg: DictConfig) -> None:
             "task=generator needs a trained tokenizer: pass tokenizer.ckpt=<checkpoint or run directory> "
             f"(train one with `genarena-train task=tokenizer tokenizer={cfg.tokenizer.name}`)"
         )
-    grid, rem = divmod(cfg.data.resolution, 2 ** (len(cfg.tokenizer.ch_mult) - 1))
-    if rem:
-        raise ConfigError(
-            f"data.resolution={cfg.data.resolution} is not divisible by the tokenizer's downsampling "
-            f"2**(len(ch_mult)-1)={2 ** (len(cfg.tokenizer.ch_mult) - 1)}"
-        )
-    if cfg.tokenizer.name == "msvq" and not cfg.tokenizer.ckpt:
-        pn = list(cfg.tokenizer.patch_nums)
-        if pn != sorted(set(pn)) or pn[-1] != grid:
-            raise ConfigError(
-                f"tokenizer.patch_nums={pn} must increase strictly and end at the latent grid side {grid} "
-                f"(data.resolution={cfg.data.resolution} / downsampling)"
-            )
