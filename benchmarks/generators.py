@@ -31,9 +31,9 @@ def newest_run(runs_dir: Path, experiment: str) -> Path:
 
 def main() -> None:
     from genarena.checkpoints import read_checkpoint, resolve_checkpoint
-    from genarena.cli.evaluate import score_generator
+    from genarena.config import compose
+    from genarena.evaluation import make_evaluator, score_generator
     from genarena.generators import load_generator
-    from genarena.metrics.fidelity import Evaluator, compose_config
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=15)
@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every training job")
     args = parser.parse_args()
     runs_dir = Path(args.runs_dir)
-    cfg = compose_config(["data=mnist5k", f"paths.runs_dir={runs_dir}", "eval.extractor=domain"])
-    evaluator = Evaluator(cfg)  # the domain classifier judges class accuracy (trained once, cached)
+    cfg = compose("config", ["data=mnist5k", f"paths.runs_dir={runs_dir}", "eval.extractor=domain"])
+    evaluator = make_evaluator(cfg)  # the domain classifier judges class accuracy (trained once, cached)
     results = {}
     for p in args.paradigms:
         cmd = [sys.executable, "-m", "genarena.cli.train", "task=generator", f"generator={p}", "data=mnist5k",

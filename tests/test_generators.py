@@ -10,7 +10,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from genarena.errors import IncompatibleTokenizerError
-from genarena.generators import build_generator
+from genarena.generators import VAR, MaskGIT, RasterAR, build_generator
 from genarena.generators.backbone import block_causal_mask, rope_2d
 from genarena.generators.diffusion import DiffusionLoss
 from genarena.generators.sampling import cosine_mask_schedule, filter_logits, guide
@@ -118,7 +118,10 @@ def test_mask_schedule_reveals_every_token_once():
         assert len(remaining) == steps and remaining[-1] == 0
         revealed = [a - b for a, b in zip([n] + remaining[:-1], remaining)]
         assert sum(revealed) == n and all(r >= 0 for r in revealed)
-        assert all(r >= 1 for r, before in zip(revealed, [n] + remaining[:-1]) if before > 0)
+        # at least one per step while more than one is masked; the last masked token waits for the final
+        # step (MaskGIT's and MAR's official decoders: max(1, min(masked - 1, ...)))
+        assert all(r >= 1 for r, before in zip(revealed, [n] + remaining[:-1]) if before > 1)
+        assert min(remaining[:-1], default=1) >= 1 and revealed[-1] >= 1
 
 
 def test_maskgit_never_remasks_revealed_tokens():
@@ -227,3 +230,198 @@ def test_gumbel_noise_is_finite_with_the_gumbel_mean():
     g = gumbel_noise((200_000,), torch.Generator().manual_seed(0), "cpu")
     assert torch.isfinite(g).all()
     assert abs(g.mean().item() - 0.5772) < 0.02  # Euler-Mascheroni constant
+
+
+# ------------------------------------------------------------------------------ guidance ramps, MaskGIT's decoding
+class SplitHead(torch.nn.Module):
+    """Stands in for a generator's head: logits 0 for the conditional half of a doubled batch and
+    ``e_0`` for the unconditional half, so the guided logit of token 0 is ``-w``."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, x, cond=None):
+        out = torch.zeros(*x.shape[:-1], self.vocab)
+        out[x.shape[0] // 2:, ..., 0] = 1.0
+        return out
+
+
+def guidance_weights_used(name: str, monkeypatch, cfg: float, **over) -> list[float]:
+    """The weight ``w`` of every decoding step, read from the guided logits the sampler receives."""
+    import importlib
+
+    module = importlib.import_module(f"genarena.generators.{name}")
+    gen, _ = tiny_generator(name)
+    gen.eval()
+    monkeypatch.setattr(gen, "head", SplitHead(gen.vocab_size))
+    seen, real = [], module.sample_logits
+
+    def recording(logits, *args, **kwargs):
+        seen.append(-logits[..., 0].flatten().unique().tolist()[0] if logits[..., 0].unique().numel() == 1 else None)
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(module, "sample_logits", recording)
+    gen.sample(torch.arange(2), generator=torch.Generator().manual_seed(0), **{**SAMPLING[name], "cfg": cfg, **over})
+    return seen
+
+
+def test_var_guidance_ramps_from_0_at_the_first_scale_to_cfg_at_the_last(monkeypatch):
+    gen, _ = tiny_generator("var")
+    k = len(gen.scales)
+    used = guidance_weights_used("var", monkeypatch, 2.0)
+    assert used == pytest.approx([2.0 * i / (k - 1) for i in range(k)])
+
+
+def test_maskgit_guidance_ramps_linearly_over_steps(monkeypatch):
+    used = guidance_weights_used("maskgit", monkeypatch, 3.0, steps=6)
+    assert used == pytest.approx([3.0 * t / 5 for t in range(6)])
+
+
+def test_ar_guidance_is_constant_by_default_and_linear_on_request(monkeypatch):
+    gen, _ = tiny_generator("ar")
+    n = gen.seq_len
+    assert guidance_weights_used("ar", monkeypatch, 1.5) == pytest.approx([1.5] * n)
+    used = guidance_weights_used("ar", monkeypatch, 1.5, cfg_schedule="linear")
+    assert used == pytest.approx([1.5 * i / (n - 1) for i in range(n)])
+
+
+def test_maskgit_anneals_the_choice_temperature_and_follows_the_cosine_counts(monkeypatch):
+    """Step t draws its confidence noise at ``choice_temperature (1 - (t+1)/T)`` and keeps the schedule's
+    count masked (``reveal_step`` itself is pinned against the official decoder in test_official_generators)."""
+    import genarena.generators.maskgit as maskgit
+
+    gen, _ = tiny_generator("maskgit")
+    gen.eval()
+    calls, real = [], maskgit.reveal_step
+
+    def recording(tokens, logits, sampled, noise, choice_temperature, n_masked_after, mask_id):
+        out = real(tokens, logits, sampled, noise, choice_temperature, n_masked_after, mask_id)
+        calls.append((choice_temperature, n_masked_after, int((out == mask_id).sum(1).max())))
+        return out
+
+    monkeypatch.setattr(maskgit, "reveal_step", recording)
+    steps, tau = 6, 4.5  # at (t+1)/T = 2/3 float32 masks 31 of 64 tokens, float64 32
+    gen.sample(torch.arange(3), generator=torch.Generator().manual_seed(0),
+               **{**SAMPLING["maskgit"], "steps": steps, "choice_temperature": tau})
+    counts = cosine_mask_schedule(gen.seq_len, steps, float32=True)
+    assert [c[0] for c in calls] == pytest.approx([tau * (1 - (t + 1) / steps) for t in range(steps)])
+    assert [c[1] for c in calls] == counts == [c[2] for c in calls]
+    assert counts[0] < gen.seq_len and counts[-1] == 0
+
+
+def test_mask_schedule_float32_is_maskgit_s_arithmetic():
+    """MaskGIT's JAX decoder computes ``N cos(pi/2 (t+1)/T)`` in float32: at ``cos(pi/3) = 0.5`` it floors
+    ``N/2 - eps``; MAR's (float64) floors ``N/2``."""
+    assert cosine_mask_schedule(64, 6)[3] == 32 and cosine_mask_schedule(64, 6, float32=True)[3] == 31
+
+
+# ------------------------------------------------------------------------------ the llama backbone (LlamaGen's GPT)
+def tiny_llama(**over):
+    return tiny_generator("ar", backbone="llama", ffn_multiple_of=32, **over)
+
+
+def test_llama_backbone_starts_at_exactly_log_vocab():
+    gen, tok = tiny_llama()
+    tokens, labels = token_batch(tok, 8)
+    assert abs(gen.loss(tokens, labels)["loss"].item() - math.log(tok.vocab_size)) < 1e-6
+    assert not any("ada" in n or n.endswith(".bias") for n, _ in gen.named_parameters())  # no AdaLN, no biases
+
+
+def test_llama_backbone_kv_cache_equals_teacher_forcing():
+    gen, tok = tiny_llama()
+    with torch.no_grad():
+        for p in gen.parameters():  # LlamaGen's zero head would make every logit 0
+            p.add_(torch.randn_like(p) * 0.1)
+    gen.eval()
+    tokens, labels = token_batch(tok, 3)
+    with torch.no_grad():
+        teacher = gen(tokens, labels)
+    assert teacher.abs().max() > 0.1
+    torch.testing.assert_close(gen.incremental_logits(tokens, labels), teacher, atol=1e-5, rtol=1e-5)
+
+
+def test_llama_backbone_zeroes_the_class_token_s_rope_rows():
+    from genarena.generators.llama import llamagen_rope
+
+    cos, sin = llamagen_rope((4, 4), 16)
+    ref_cos, ref_sin = rope_2d((4, 4), 16, prefix=1)
+    assert not cos[0].any() and not sin[0].any()  # LlamaGen: the class token's q and k become zero
+    assert torch.equal(cos[1:], ref_cos[1:]) and torch.equal(sin[1:], ref_sin[1:])
+
+
+def test_llama_backbone_flops_formula_matches_flop_counter():
+    gen, tok = tiny_llama(depth=2, width=64, heads=2)
+    tokens, labels = token_batch(tok, 8)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        gen.loss(tokens, labels)["loss"].backward()
+    measured = fc.get_total_flops() / 8
+    assert abs(measured - gen.flops_per_image(True)) / measured < 0.10
+    gen.eval()
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        gen.sample(torch.arange(4), generator=torch.Generator().manual_seed(0), **SAMPLING["ar"])
+    measured = fc.get_total_flops() / 4
+    assert abs(measured - gen.flops_per_image(False, cfg=1.5)) / measured < 0.10
+
+
+def test_llama_backbone_token_dropout_covers_the_class_token():
+    gen, tok = tiny_llama(embed_dropout=0.5)
+    gen.train()
+    seen = []
+    gen.transformer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    tokens, labels = token_batch(tok, 16)
+    torch.manual_seed(0)
+    gen.loss(tokens, labels)
+    assert (seen[0][:, 0] == 0).any()  # some class-token inputs dropped, as LlamaGen's tok_dropout does
+
+
+# ------------------------------------------------------------------------------ configs of the official options
+def test_sampling_parameters_are_required_and_come_from_the_config():
+    """Every key of a paradigm's ``sampling`` YAML is a keyword argument of its ``sample`` without a default."""
+    import inspect
+
+    from .conftest import compose_cfg
+
+    for name, cls in (("var", VAR), ("ar", RasterAR), ("maskgit", MaskGIT)):
+        keys = compose_cfg([f"generator={name}"]).generator.sampling.keys()
+        params = inspect.signature(cls.sample).parameters
+        for key in keys:
+            assert params[key].kind is inspect.Parameter.KEYWORD_ONLY, (name, key)
+            assert params[key].default is inspect.Parameter.empty, (name, key)
+    gen, _ = tiny_generator("maskgit")
+    with pytest.raises(TypeError, match="steps"):
+        gen.flops_per_image(False, cfg=1.5)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["generator=ar", "generator.backbone=gpt"], "generator.backbone='gpt' is not accepted; choose one of shared, "
+                                                 "llama"),
+    (["generator=ar", "generator.backbone=llama", "generator.pos_embed=learned"], "2-D RoPE"),
+    (["generator=ar", "generator.ffn_multiple_of=0"], "generator.ffn_multiple_of=0"),
+    (["generator=var", "generator.init=xavier"], "generator.init='xavier' is not accepted; choose one of shared, "
+                                                 "official"),
+])
+def test_official_options_are_validated(overrides, needle):
+    from genarena.config import validate
+    from genarena.errors import ConfigError
+
+    from .conftest import compose_cfg
+
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(overrides))
+    assert needle in str(e.value)
+
+
+def test_official_options_build_from_the_shipped_config():
+    from genarena.config import validate
+
+    from .conftest import compose_cfg
+
+    for overrides in (["generator=ar", "generator.backbone=llama"],
+                      ["generator=var", "generator.k_bias=false", "generator.init=official"]):
+        cfg = compose_cfg([*overrides, "tokenizer.ckpt=some.ckpt"])
+        validate(cfg)
+        arch = {k: v for k, v in cfg.generator.items() if k != "sampling"}
+        kind = TOKENIZER_OF[cfg.generator.name]
+        gen = build_generator({**arch, "depth": 1, "width": 32, "heads": 2}, tiny_tokenizer(kind), 10)
+        assert gen.num_params() > 0

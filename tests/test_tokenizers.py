@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from genarena.tokenizers import build_tokenizer
 from genarena.tokenizers.codebook import Codebook
-from genarena.tokenizers.msvq import phi_indices
+from genarena.tokenizers.msvq import MultiScaleResidualQuantizer
 
-from .conftest import MSVQ_CFG, TOKENIZER_CFGS
+from .conftest import TOKENIZER_CFGS
 
 
 def make(name: str, **over):
@@ -44,41 +44,31 @@ def test_training_indices_equal_encode_indices():
     assert torch.equal(aux["indices"], tok.encode(images()))
 
 
-def test_msvq_scale_contributions_sum_to_f_hat():
-    tok = make("msvq").eval()
-    x = images()
-    f = tok.encoder(x)
-    f_hat_st, indices, _ = tok.quantizer(f)
-    parts = [tok.quantizer.scale_contribution(k, idx) for k, idx in enumerate(indices)]
-    total = torch.stack(parts).sum(0)
-    # f_hat_st = f + sg[f_hat - f] has the value of f_hat
-    torch.testing.assert_close(total, f_hat_st, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(tok.quantizer.f_hat_from_indices(indices), total, atol=1e-6, rtol=1e-6)
-    # the residual loop's indices: each scale quantizes what the coarser ones left over
-    assert [i.shape[-1] for i in indices] == MSVQ_CFG["patch_nums"]
+def hand_quantizer() -> MultiScaleResidualQuantizer:
+    """Scales 1 and 2 over a 2x2 map of 1-d features, codes -1, 0, 1, 2, phi the identity (quant_resi 0)."""
+    q = MultiScaleResidualQuantizer(4, 1, [1, 2], 0.0, 4, 0.25, False, 0.0, 1.0, 0.0, 0.99, "none")
+    q.codebook.embedding.weight.data = torch.tensor([[-1.0], [0.0], [1.0], [2.0]])
+    return q
 
 
-def test_msvq_teacher_forcing_inputs_equal_step_by_step():
-    tok = make("msvq").eval()
-    q = tok.quantizer
-    indices = q.lookup_all(tok.encoder(images()))
-    teacher = q.teacher_forcing_inputs(indices)
-    f_hat, steps = None, []
-    for k, idx in enumerate(indices):
-        f_hat, nxt = q.next_scale_input(k, f_hat, idx)
-        if nxt is not None:
-            steps.append(nxt)
-    assert nxt is None
-    assert teacher.shape == (4, sum(p * p for p in MSVQ_CFG["patch_nums"][1:]), MSVQ_CFG["z_channels"])
-    torch.testing.assert_close(torch.cat(steps, dim=1), teacher, atol=1e-6, rtol=1e-6)
-    # and the first block is the 1x1 contribution, area-downsampled to scale 1's 2x2 grid
-    first = F.interpolate(q.scale_contribution(0, indices[0]), size=(2, 2), mode="area").flatten(2).transpose(1, 2)
-    torch.testing.assert_close(teacher[:, :4], first)
-
-
-def test_phi_indices_match_var():
-    assert phi_indices(10, 4) == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
-    assert phi_indices(1, 4) == [0]
+def test_msvq_residual_loop_by_hand():
+    """f = [[0.9, 1.1], [2.0, 1.6]]. Scale 1: mean 1.4 -> code 1.0 (index 2), f_hat = 1 everywhere.
+    Scale 2: residuals [[-0.1, 0.1], [1.0, 0.6]] -> codes [[0, 0], [1, 1]] (indices [[1, 1], [2, 2]]),
+    f_hat = [[1, 1], [2, 2]]. VQ loss: (1 + beta) * mean over scales of mse(f_hat_k, f)
+    = 1.25 * (0.345 + 0.045) / 2 = 0.24375. Teacher-forcing input of scale 2: area_down(f_hat_1) = 1.
+    (VAR's own outputs at a random configuration pin the rest: tests/test_official_tokenizers.py.)"""
+    q = hand_quantizer().eval()
+    f = torch.tensor([[[[0.9, 1.1], [2.0, 1.6]]]])
+    indices = q.lookup_all(f)
+    assert indices[0].tolist() == [[[2]]] and indices[1].tolist() == [[[1, 1], [2, 2]]]
+    torch.testing.assert_close(q.f_hat_from_indices(indices), torch.tensor([[[[1.0, 1.0], [2.0, 2.0]]]]))
+    torch.testing.assert_close(q.f_hat_from_indices(indices, upto=1), torch.ones(1, 1, 2, 2))
+    torch.testing.assert_close(q.teacher_forcing_inputs(indices), torch.ones(1, 4, 1))
+    q.train()
+    f_hat, train_indices, aux = q(f)
+    assert [i.tolist() for i in train_indices] == [i.tolist() for i in indices]
+    torch.testing.assert_close(f_hat, torch.tensor([[[[1.0, 1.0], [2.0, 2.0]]]]))
+    torch.testing.assert_close(aux["vq_loss"], torch.tensor(0.24375))
 
 
 @pytest.mark.parametrize("name", ["vq", "msvq"])
@@ -101,11 +91,18 @@ def test_codebook_restarts_dead_codes_from_candidates():
     assert (cb.embedding.weight - 5.0).abs().mean() < 3.0  # moved next to the encoder outputs
 
 
-def test_kl_tokens_have_unit_scale_after_measuring():
+def test_kl_tokens_are_the_scaled_latent_in_raster_order():
+    """token[b, i * w + j, c] = scale_factor * latent[b, c, i, j]; a measured std sets scale_factor = 1 / std,
+    a configured scale_factor stays."""
     tok = make("kl").eval()
-    mu, _ = tok.posterior(images(16))
-    tok.set_scale_factor(mu.std().item())
-    assert abs(tok.encode(images(16)).std().item() - 1.0) < 1e-3
+    latent = torch.arange(2 * 4 * 8 * 8, dtype=torch.float32).view(2, 4, 8, 8)
+    tok.set_scale_factor(4.0)  # scale_factor None in the config: measured
+    tokens = tok.to_tokens(latent)
+    assert tokens.shape == (2, 64, 4)
+    assert tokens[1, 3 * 8 + 5, 2].item() == 0.25 * latent[1, 2, 3, 5].item() == 0.25 * (256 + 128 + 29)
+    fixed = make("kl", scale_factor=0.2325).eval()
+    fixed.set_scale_factor(4.0)
+    assert fixed.scale_factor.item() == pytest.approx(0.2325)
 
 
 @pytest.mark.parametrize("name", ["vq", "msvq", "kl"])
@@ -136,8 +133,6 @@ def test_each_tokenizer_overfits_a_fixed_batch_of_64(name):
 
 @pytest.mark.parametrize("mode", ["standardize", "whiten"])
 def test_scale_norm_maps_each_scale_into_codebook_space_and_back(mode):
-    from genarena.tokenizers.msvq import MultiScaleResidualQuantizer
-
     q = MultiScaleResidualQuantizer(16, 4, [1, 2], 0.5, 1, 0.25, False, 0.0, 1.0, 0.05, 0.0, mode)
     g = torch.Generator().manual_seed(0)
     mix = torch.tensor([[2.0, 0, 0, 0], [1.5, 0.5, 0, 0], [0, 0, 3, 0], [0, 0, 1, 0.2]])

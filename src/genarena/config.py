@@ -86,13 +86,26 @@ class DiscriminatorConfig:
 
 
 @dataclass
+class LDMNetConfig:
+    """The LDM encoder/decoder of the official tokenizers (``net: ldm``, ``tokenizers/ldm.py``)."""
+
+    embed_dim: int | None = None  # code / token dimension after quant_conv; None: z_channels
+    quant_conv_kernel: int = MISSING  # kernel of quant_conv and post_quant_conv: 3 (VAR) or 1 (MAR, LlamaGen)
+    encoder_attn: bool = MISSING  # self-attention after each res block of the lowest level (mid attention always)
+    decoder_attn: bool = MISSING  # the same in the decoder (VAR, LlamaGen: true; MAR's KL-16: false)
+    norm_groups: int = MISSING  # GroupNorm groups (32 in every official model)
+
+
+@dataclass
 class TokenizerConfig:
     name: str = MISSING  # vq | msvq | kl
     ckpt: str | None = None  # a trained tokenizer (file or run directory); generators need it
+    net: str = MISSING  # genarena: small ResNet (tokenizers/nets.py) | ldm: the official tokenizers' LDM nets
     ch: int = MISSING  # base width of the conv encoder/decoder
     ch_mult: list[int] = MISSING  # width multipliers per level; downsampling = 2 ** (len - 1)
     num_res_blocks: int = MISSING
-    z_channels: int = MISSING  # latent channels = code dimension (vq/msvq) or token_dim (kl)
+    z_channels: int = MISSING  # latent channels; the code dimension (vq/msvq) or token_dim (kl) unless ldm.embed_dim
+    ldm: LDMNetConfig = field(default_factory=LDMNetConfig)  # read only when net=ldm
     recon_loss: str = MISSING  # l1 | l2
     perceptual: PerceptualLossConfig = field(default_factory=PerceptualLossConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
@@ -113,7 +126,7 @@ class VQTokenizerConfig(TokenizerConfig):
 class MSVQTokenizerConfig(VQTokenizerConfig):
     patch_nums: list[int] = MISSING  # side of each scale's token map, small to large
     quant_resi: float = MISSING  # r in phi(h) = (1 - r) h + r conv3x3(h)
-    share_quant_resi: int = MISSING  # number of partially shared phi convs
+    share_quant_resi: int = MISSING  # number of partially shared phi convs; 0: one per scale
     scale_norm: str = MISSING  # none | standardize | whiten: each scale's residual before the codebook lookup
 
 
@@ -150,13 +163,19 @@ class GeneratorConfig:
 
 @dataclass
 class VARGeneratorConfig(GeneratorConfig):
-    pass
+    k_bias: bool = MISSING  # learned bias on the attention keys; false = VAR's (only q and v have biases)
+    init: str = MISSING  # shared (the shared backbone's) | official (VAR's init_weights)
+    init_adaln: float = MISSING  # init=official: AdaLN weight multiplier (scale and shift rows, head AdaLN)
+    init_adaln_gamma: float = MISSING  # init=official: AdaLN gate-row multiplier
+    init_head: float = MISSING  # output head weight multiplier (initial loss ~ ln V)
 
 
 @dataclass
 class ARGeneratorConfig(GeneratorConfig):
     pos_embed: str = MISSING  # rope2d | learned
     embed_dropout: float = MISSING  # token dropout on input embeddings (LlamaGen)
+    backbone: str = MISSING  # shared (AdaLN / qk-norm, the default) | llama (LlamaGen's GPT)
+    ffn_multiple_of: int = MISSING  # backbone=llama: SwiGLU hidden size rounded up to a multiple of this
 
 
 @dataclass
@@ -520,12 +539,81 @@ def check_callbacks(callbacks: DictConfig) -> None:
                               "or null to drop it")
 
 
+def _check_range(key: str, value: Any, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, accepted: str) -> None:
+    ok = value is not None and (low is None or (value > low if low_open else value >= low)) \
+        and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not accepted; {accepted}")
+
+
+def check_tokenizer(tok: DictConfig, resolution: int) -> None:
+    """Value checks of a tokenizer config (its network, codebook and bottleneck) for images of ``resolution``
+    pixels, each naming the bad value. A generator's tokenizer (``tokenizer.ckpt``) is rebuilt from its
+    checkpoint, so the scales are not checked against the grid then."""
+    from genarena.tokenizers.base import NETS  # lazy: the registries import torch; checks run when a job starts
+
+    check_choice("tokenizer.recon_loss", tok.recon_loss, RECON_LOSSES)
+    check_choice("tokenizer.net", tok.net, NETS)
+    _check_range("tokenizer.ch", tok.ch, 1, accepted="a positive width")
+    if not tok.ch_mult or any(m < 1 for m in tok.ch_mult):
+        raise ConfigError(f"tokenizer.ch_mult={list(tok.ch_mult)} is not accepted; one positive multiplier per level")
+    _check_range("tokenizer.num_res_blocks", tok.num_res_blocks, 1, accepted="at least 1 block per level")
+    _check_range("tokenizer.z_channels", tok.z_channels, 1, accepted="at least 1 latent channel")
+    grid, rem = divmod(resolution, 2 ** (len(tok.ch_mult) - 1))
+    if rem:
+        raise ConfigError(f"data.resolution={resolution} is not divisible by the tokenizer's downsampling "
+                          f"2**(len(ch_mult)-1)={2 ** (len(tok.ch_mult) - 1)}")
+    ldm = tok.ldm
+    if tok.net == "ldm":
+        if ldm.embed_dim is not None:
+            _check_range("tokenizer.ldm.embed_dim", ldm.embed_dim, 1,
+                         accepted="null (z_channels) or a positive dimension")
+        if ldm.quant_conv_kernel < 1 or ldm.quant_conv_kernel % 2 == 0:
+            raise ConfigError(f"tokenizer.ldm.quant_conv_kernel={ldm.quant_conv_kernel!r} is not accepted; "
+                              "an odd kernel size (VAR: 3, MAR and LlamaGen: 1)")
+        widths = [tok.ch * m for m in tok.ch_mult]
+        if ldm.norm_groups < 1 or any(w % ldm.norm_groups for w in [tok.ch, *widths]):
+            raise ConfigError(f"tokenizer.ldm.norm_groups={ldm.norm_groups!r} is not accepted; it must divide every "
+                              f"width of the encoder/decoder, ch * ch_mult = {widths}")
+    elif ldm.embed_dim is not None:
+        raise ConfigError(f"tokenizer.ldm.embed_dim={ldm.embed_dim!r} needs tokenizer.net=ldm: the genarena net has no "
+                          "quant_conv, its code dimension is z_channels")
+    if tok.name in ("vq", "msvq"):
+        _check_range("tokenizer.vocab_size", tok.vocab_size, 2, accepted="at least 2 codes")
+        _check_range("tokenizer.beta", tok.beta, 0, accepted="a commitment weight >= 0")
+        _check_range("tokenizer.entropy_weight", tok.entropy_weight, 0, accepted="a weight >= 0 (0 disables)")
+        _check_range("tokenizer.entropy_temperature", tok.entropy_temperature, 0, low_open=True,
+                     accepted="a temperature > 0")
+        _check_range("tokenizer.dead_code_threshold", tok.dead_code_threshold, 0,
+                     accepted="a usage share >= 0 (0 never restarts a code)")
+        _check_range("tokenizer.usage_decay", tok.usage_decay, 0, 1, high_open=True, accepted="an EMA decay in [0, 1)")
+    if tok.name == "msvq":
+        from genarena.tokenizers.msvq import SCALE_NORMS  # lazy: as above
+
+        check_choice("tokenizer.scale_norm", tok.scale_norm, SCALE_NORMS)
+        pn = list(tok.patch_nums)
+        if not pn or pn[0] < 1 or pn != sorted(set(pn)):
+            raise ConfigError(f"tokenizer.patch_nums={pn} is not accepted; positive scale sides that increase strictly")
+        if not tok.ckpt and pn[-1] != grid:
+            raise ConfigError(f"tokenizer.patch_nums={pn} must increase strictly and end at the latent grid side "
+                              f"{grid} (data.resolution={resolution} / downsampling)")
+        _check_range("tokenizer.quant_resi", tok.quant_resi, 0, 1,
+                     accepted="r in [0, 1] of phi(h) = (1 - r) h + r conv(h) (VAR: 0.5; 0: no phi conv)")
+        _check_range("tokenizer.share_quant_resi", tok.share_quant_resi, 0, len(pn),
+                     accepted=f"0 (one phi conv per scale) up to the number of scales, {len(pn)} (VAR: 4)")
+    if tok.name == "kl":
+        _check_range("tokenizer.kl_weight", tok.kl_weight, 0, accepted="a weight >= 0")
+        if tok.scale_factor is not None:
+            _check_range("tokenizer.scale_factor", tok.scale_factor, 0, low_open=True,
+                         accepted="null (measured after training) or a factor > 0 (MAR's KL-16: 0.2325)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Semantic checks that types cannot express; raises :class:`ConfigError` naming the bad value."""
     from genarena.data.sources import SOURCES, check_imagefolder_root  # lazy: torch loads only when a job starts
     from genarena.generators import GENERATORS
     from genarena.tokenizers import TOKENIZERS
-    from genarena.tokenizers.msvq import SCALE_NORMS
 
     check_choice("task", cfg.task, TASKS)
     for group in SCHEMAS:
@@ -535,13 +623,23 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.name == "imagefolder":  # a missing data root is the first thing to report
         check_imagefolder_root(cfg.data)
     check_choice("tokenizer.name", cfg.tokenizer.name, tuple(TOKENIZERS))
-    check_choice("tokenizer.recon_loss", cfg.tokenizer.recon_loss, RECON_LOSSES)
-    if cfg.tokenizer.name == "msvq":
-        check_choice("tokenizer.scale_norm", cfg.tokenizer.scale_norm, SCALE_NORMS)
+    check_tokenizer(cfg.tokenizer, cfg.data.resolution)
     check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
     check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, CFG_SCHEDULES)
+    if cfg.generator.name == "var":
+        from genarena.generators.var import INITS  # lazy: as above
+
+        check_choice("generator.init", cfg.generator.init, INITS)
     if cfg.generator.name == "ar":
+        from genarena.generators.ar import BACKBONES  # lazy: as above
+
         check_choice("generator.pos_embed", cfg.generator.pos_embed, AR_POS_EMBEDS)
+        check_choice("generator.backbone", cfg.generator.backbone, BACKBONES)
+        if cfg.generator.backbone == "llama" and cfg.generator.pos_embed != "rope2d":
+            raise ConfigError(f"generator.pos_embed={cfg.generator.pos_embed!r} is not accepted with "
+                              "generator.backbone=llama (LlamaGen's GPT uses 2-D RoPE); choose rope2d")
+        if cfg.generator.ffn_multiple_of < 1:
+            raise ConfigError(f"generator.ffn_multiple_of={cfg.generator.ffn_multiple_of} must be at least 1")
     if cfg.generator.name == "mar":
         check_choice("generator.order", cfg.generator.order, MAR_ORDERS)
         check_choice("generator.noise_schedule", cfg.generator.noise_schedule, NOISE_SCHEDULES)
@@ -555,16 +653,3 @@ def validate(cfg: DictConfig) -> None:
             "task=generator needs a trained tokenizer: pass tokenizer.ckpt=<checkpoint or run directory> "
             f"(train one with `genarena-train task=tokenizer tokenizer={cfg.tokenizer.name}`)"
         )
-    grid, rem = divmod(cfg.data.resolution, 2 ** (len(cfg.tokenizer.ch_mult) - 1))
-    if rem:
-        raise ConfigError(
-            f"data.resolution={cfg.data.resolution} is not divisible by the tokenizer's downsampling "
-            f"2**(len(ch_mult)-1)={2 ** (len(cfg.tokenizer.ch_mult) - 1)}"
-        )
-    if cfg.tokenizer.name == "msvq" and not cfg.tokenizer.ckpt:
-        pn = list(cfg.tokenizer.patch_nums)
-        if pn != sorted(set(pn)) or pn[-1] != grid:
-            raise ConfigError(
-                f"tokenizer.patch_nums={pn} must increase strictly and end at the latent grid side {grid} "
-                f"(data.resolution={cfg.data.resolution} / downsampling)"
-            )

@@ -3,7 +3,12 @@
 Sequence of ``L = h*w`` positions: ``[class token, tok_0, ..., tok_{L-2}]``; position i predicts
 ``tok_i`` under a causal mask. Positions are 2-D rotary (LlamaGen; the class token is not rotated)
 or learned. Sampling: one prefill with the class token, then one step per token with a KV cache;
-constant guidance by default.
+constant guidance by default (LlamaGen's ``cfg_scale`` s is ``w = s - 1``).
+
+``backbone``: ``shared`` runs the shared AdaLN / qk-norm transformer (the class also conditions every
+block); ``llama`` runs LlamaGen's GPT (``generators/llama.py``: RMSNorm, SwiGLU, bias-free attention,
+2-D RoPE with LlamaGen's zero rows at the class token, the class only as the prefix token, LlamaGen's
+init), with token dropout over the whole input sequence (class token included) as LlamaGen applies it.
 """
 
 from __future__ import annotations
@@ -17,17 +22,26 @@ from torch import Tensor
 
 from genarena.generators.backbone import causal_mask, rope_2d
 from genarena.generators.base import Generator, accuracy
-from genarena.generators.sampling import guidance_weight, sample_logits, split_guided
+from genarena.generators.llama import LlamaHead, LlamaTransformer, llama_init, llamagen_rope
+from genarena.generators.sampling import guidance_weight, require_sampling, sample_logits, split_guided
+
+BACKBONES = ("shared", "llama")
 
 
 class RasterAR(Generator):
     name = "ar"
     requires = "discrete"
 
-    def __init__(self, tokenizer, num_classes: int, pos_embed: str, embed_dropout: float, **backbone) -> None:
-        super().__init__(tokenizer, num_classes, **backbone)
+    def __init__(self, tokenizer, num_classes: int, pos_embed: str, embed_dropout: float, backbone: str = "shared",
+                 ffn_multiple_of: int = 256, **shared) -> None:
+        super().__init__(tokenizer, num_classes, **shared)
         if pos_embed not in ("rope2d", "learned"):
             raise ValueError(f"pos_embed={pos_embed!r}; choose rope2d or learned")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone={backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if backbone == "llama" and pos_embed != "rope2d":
+            raise ValueError(f"backbone=llama uses 2-D RoPE; pos_embed={pos_embed!r} needs backbone=shared")
+        self.backbone = backbone
         self.seq_len, self.vocab_size, self.pos_kind = tokenizer.seq_len, tokenizer.vocab_size, pos_embed
         c = self.width
         self.token_embed = nn.Embedding(self.vocab_size, c)
@@ -35,10 +49,17 @@ class RasterAR(Generator):
         if pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
         else:
-            cos, sin = rope_2d(tokenizer.grid, self.width // self.heads, prefix=1)
+            make_rope = llamagen_rope if backbone == "llama" else rope_2d
+            cos, sin = make_rope(tokenizer.grid, self.width // self.heads, prefix=1)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.register_buffer("mask", causal_mask(self.seq_len), persistent=False)
+        if backbone == "llama":
+            self.transformer = LlamaTransformer(self.depth, self.width, self.heads, self.mlp_ratio, ffn_multiple_of,
+                                                self.dropout, self.drop_path)
+            self.head = LlamaHead(self.width, self.vocab_size)
+            llama_init(self, self.head)
+            return
         self.transformer = self.make_transformer()
         self.head = self.make_head(self.vocab_size)
         self.finish_init(self.head)
@@ -55,7 +76,11 @@ class RasterAR(Generator):
     def forward(self, tokens: Tensor, labels: Tensor) -> Tensor:
         """Teacher-forced logits ``(B, L, V)`` for ``tokens (B, L)``."""
         cond = self.condition(labels)
-        x = torch.cat([cond[:, None], self.embed_drop(self.token_embed(tokens[:, :-1]))], dim=1)
+        inputs = self.token_embed(tokens[:, :-1])  # (B, L - 1, C)
+        if self.backbone == "llama":  # LlamaGen drops out the class token's embedding too
+            x = self.embed_drop(torch.cat([cond[:, None], inputs], dim=1))
+        else:
+            x = torch.cat([cond[:, None], self.embed_drop(inputs)], dim=1)  # (B, L, C)
         x, rope = self._positions(x, 0)
         return self.head(self.transformer(x, cond, mask=self.mask, rope=rope), cond)
 
@@ -114,10 +139,12 @@ class RasterAR(Generator):
     def sampling_steps(self, **sampling) -> int:
         return self.seq_len
 
-    def flops_per_image(self, train: bool, cfg: float = 0.0, **sampling) -> float:
+    def flops_per_image(self, train: bool, *, cfg: float | None = None, **sampling) -> float:
         c, v, L = self.width, self.vocab_size, self.seq_len
         head_per_token = 2 * c * v
+        head_adaln = 4 * c * c if self.backbone == "shared" else 0  # per sequence (train) or step (sampling)
         if train:
-            return 3 * (self.transformer.flops(L) + L * head_per_token + 4 * c * c)
-        total = sum(self.transformer.flops(1, i + 1) for i in range(L)) + L * (head_per_token + 4 * c * c)
+            return 3 * (self.transformer.flops(L) + L * head_per_token + head_adaln)
+        require_sampling(cfg=cfg)
+        total = sum(self.transformer.flops(1, i + 1) for i in range(L)) + L * (head_per_token + head_adaln)
         return (2 if cfg else 1) * total

@@ -10,7 +10,8 @@ The gates start at ``gate_init`` (near zero) and the modulations at zero, so eve
 to the identity. Attention runs through ``F.scaled_dot_product_attention`` with an optional boolean
 mask (True = may attend), optional q/k l2-normalisation with a learned per-head scale (VAR: init 4,
 capped at 100, softmax scale 1), optional 2-D rotary positions and a KV cache for incremental
-decoding. Shapes: tokens ``(B, L, C)``, heads ``(B, H, L, C/H)``.
+decoding. ``k_bias=False`` gives the keys no bias (VAR's attention: only q and v have one).
+Shapes: tokens ``(B, L, C)``, heads ``(B, H, L, C/H)``.
 """
 
 from __future__ import annotations
@@ -94,10 +95,15 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, width: int, heads: int, qk_norm: bool, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, qk_norm: bool, dropout: float, k_bias: bool = True) -> None:
         super().__init__()
         self.heads, self.head_dim, self.qk_norm, self.dropout = heads, width // heads, qk_norm, dropout
-        self.qkv = nn.Linear(width, 3 * width)
+        self.k_bias = k_bias
+        self.qkv = nn.Linear(width, 3 * width, bias=k_bias)
+        if not k_bias:  # VAR: learned q and v biases, the k bias fixed at zero
+            self.q_bias = nn.Parameter(torch.zeros(width))
+            self.v_bias = nn.Parameter(torch.zeros(width))
+            self.register_buffer("zero_k_bias", torch.zeros(width), persistent=False)
         self.proj = nn.Linear(width, width)
         if qk_norm:  # VAR: q, k on the unit sphere, q scaled by exp(s), s learned per head, init log 4
             self.log_scale = nn.Parameter(torch.full((1, heads, 1, 1), math.log(4.0)))
@@ -106,7 +112,9 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
                 cache: KVCache | None = None) -> Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x) if self.k_bias else F.linear(
+            x, self.qkv.weight, torch.cat([self.q_bias, self.zero_k_bias, self.v_bias]))  # (B, L, 3C)
+        q, k, v = qkv.view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         scale = None
         if self.qk_norm:
             q = F.normalize(q, dim=-1) * self.log_scale.clamp(max=self.max_log_scale).exp()
@@ -139,12 +147,12 @@ class Block(nn.Module):
     """Pre-norm transformer block with AdaLN (see module docstring)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, dropout: float,
-                 drop_path: float, gate_init: float) -> None:
+                 drop_path: float, gate_init: float, k_bias: bool = True) -> None:
         super().__init__()
         self.width = width
         self.norm1 = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
         self.norm2 = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
-        self.attn = Attention(width, heads, qk_norm, dropout)
+        self.attn = Attention(width, heads, qk_norm, dropout, k_bias)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width),
                                  nn.Dropout(dropout))
@@ -187,12 +195,12 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, depth: int, width: int, heads: int, mlp_ratio: float, qk_norm: bool, dropout: float,
-                 drop_path: float, gate_init: float) -> None:
+                 drop_path: float, gate_init: float, k_bias: bool = True) -> None:
         super().__init__()
         self.depth, self.width, self.heads, self.mlp_ratio = depth, width, heads, mlp_ratio
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio, qk_norm, dropout, rate, gate_init) for rate in rates)
+            Block(width, heads, mlp_ratio, qk_norm, dropout, rate, gate_init, k_bias) for rate in rates)
         self.caches: list[KVCache] | None = None
 
     def start_cache(self) -> None:

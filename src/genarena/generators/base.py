@@ -57,9 +57,10 @@ class Generator(nn.Module, ABC):
     def tokenizer(self) -> Tokenizer:
         return self._tokenizer[0]
 
-    def make_transformer(self, depth: int | None = None) -> Transformer:
+    def make_transformer(self, depth: int | None = None, **options: Any) -> Transformer:
+        """The shared backbone at this generator's size; ``options`` are the backbone's own (``k_bias``)."""
         return Transformer(depth or self.depth, self.width, self.heads, self.mlp_ratio, self.qk_norm,
-                           self.dropout, self.drop_path, self.gate_init)
+                           self.dropout, self.drop_path, self.gate_init, **options)
 
     def make_head(self, out_dim: int) -> AdaLNHead:
         return AdaLNHead(self.width, out_dim)

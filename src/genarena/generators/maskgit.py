@@ -4,10 +4,12 @@ Training: per image, ``r ~ U(0, 1)``, mask ``ceil(N cos(pi/2 r))`` random tokens
 [MASK] id ``V``); cross-entropy (with label smoothing) on the masked tokens only. The sequence is
 ``[class token, tok_0 .. tok_{N-1}]`` with learned positions and no attention mask.
 
-Decoding in T steps: predict every masked token and sample it; confidence =
-``log p(sampled) + tau (1 - (t+1)/T) * Gumbel`` (``tau`` = choice temperature, revealed tokens get
-+inf); keep the most confident and re-mask ``floor(N cos(pi/2 (t+1)/T))`` (see
-:func:`cosine_mask_schedule`). Guidance ramps linearly over steps.
+Decoding in T steps (google-research/maskgit ``parallel_decode.decode``): predict every masked token
+and sample it; confidence = ``log p(sampled) + tau (1 - (t+1)/T) * Gumbel`` (``tau`` = choice
+temperature, revealed tokens get +inf, so they are never re-masked); keep the most confident and
+re-mask ``max(1, min(masked - 1, floor(N cos(pi/2 (t+1)/T))))`` in float32 (see :func:`cosine_mask_schedule`);
+the last step reveals everything. Guidance (absent from the original; the PyTorch reproduction's)
+ramps linearly over steps: ``w_t = cfg t / (T - 1)``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from genarena.generators.sampling import (
     guidance_weight,
     gumbel_noise,
     log_prob_of,
+    require_sampling,
     sample_logits,
     split_guided,
 )
@@ -69,44 +72,52 @@ class MaskGIT(Generator):
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
     def sample(self, labels: Tensor, *, cfg: float, cfg_schedule: str, temperature: float, top_k: int,
-               top_p: float, generator: torch.Generator | None = None, steps: int = 8,
-               choice_temperature: float = 4.5, trace: list | None = None) -> Tensor:
+               top_p: float, steps: int, choice_temperature: float, generator: torch.Generator | None = None,
+               trace: list | None = None) -> Tensor:
         """``trace``, when given a list, receives the boolean revealed-map ``(B, N)`` after each step."""
         b, n, dev = labels.shape[0], self.seq_len, labels.device
         all_labels, doubled = self.guidance_labels(labels, cfg)
         cond = self.class_embed(all_labels)
         tokens = torch.full((b, n), self.mask_id, dtype=torch.long, device=dev)
-        for t, n_masked_after in enumerate(cosine_mask_schedule(n, steps)):
-            unknown = tokens == self.mask_id
-            if not unknown.any():
-                if trace is not None:
-                    trace.append(~unknown)
-                continue
+        for t, n_masked_after in enumerate(cosine_mask_schedule(n, steps, float32=True)):
             inp = torch.cat([tokens, tokens]) if doubled else tokens
             w = guidance_weight(cfg, cfg_schedule, t / max(1, steps - 1)) if doubled else None
             logits = split_guided(self(inp, cond), w)
             sampled = sample_logits(logits, temperature, top_k, top_p, generator)
-            sampled = torch.where(unknown, sampled, tokens)
-            anneal = choice_temperature * (1 - (t + 1) / steps)
-            confidence = log_prob_of(logits, sampled) + anneal * gumbel_noise(sampled.shape, generator, dev)
-            confidence = confidence.masked_fill(~unknown, float("inf"))  # revealed tokens are never re-masked
-            # re-mask the n_masked_after least confident positions, reveal the rest
-            remask = torch.zeros_like(unknown)
-            if n_masked_after > 0:
-                lowest = confidence.topk(n_masked_after, dim=1, largest=False).indices
-                remask.scatter_(1, lowest, True)
-            tokens = torch.where(remask, torch.full_like(tokens, self.mask_id), sampled)
+            noise = gumbel_noise(sampled.shape, generator, dev)
+            tokens = reveal_step(tokens, logits, sampled, noise, choice_temperature * (1 - (t + 1) / steps),
+                                 n_masked_after, self.mask_id)
             if trace is not None:
                 trace.append(tokens != self.mask_id)
         return tokens
 
     # ------------------------------------------------------------------ cost
-    def sampling_steps(self, steps: int = 8, **sampling) -> int:
-        return min(steps, self.seq_len)
+    def sampling_steps(self, *, steps: int, **sampling) -> int:
+        return steps
 
-    def flops_per_image(self, train: bool, cfg: float = 0.0, steps: int = 8, **sampling) -> float:
+    def flops_per_image(self, train: bool, *, cfg: float | None = None, steps: int | None = None,
+                        **sampling) -> float:
         c, v, n = self.width, self.vocab_size, self.seq_len
         per_pass = self.transformer.flops(n + 1) + n * 2 * c * v + 4 * c * c
         if train:
             return 3 * per_pass
-        return (2 if cfg else 1) * self.sampling_steps(steps=steps) * per_pass
+        require_sampling(cfg=cfg, steps=steps)
+        return (2 if cfg else 1) * steps * per_pass
+
+
+def reveal_step(tokens: Tensor, logits: Tensor, sampled: Tensor, noise: Tensor, choice_temperature: float,
+                n_masked_after: int, mask_id: int) -> Tensor:
+    """One decoding step after sampling: tokens ``(B, N)`` (``mask_id`` where unknown), guided logits
+    ``(B, N, V)``, sampled ids ``(B, N)`` and Gumbel noise ``(B, N)`` -> the next tokens ``(B, N)``.
+
+    Unknown positions take their sampled id; confidence = ``log p(sampled) + choice_temperature * noise``
+    (+inf where already known); the ``n_masked_after`` least confident are masked again."""
+    unknown = tokens == mask_id
+    sampled = torch.where(unknown, sampled, tokens)
+    confidence = log_prob_of(logits, sampled) + choice_temperature * noise
+    confidence = confidence.masked_fill(~unknown, float("inf"))  # revealed tokens are never re-masked
+    remask = torch.zeros_like(unknown)
+    if n_masked_after > 0:
+        remask.scatter_(1, confidence.topk(n_masked_after, dim=1, largest=False).indices, True)
+    return torch.where(remask, torch.full_like(tokens, mask_id), sampled)
+

@@ -14,6 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def require_sampling(**values: object) -> None:
+    """Raise ``TypeError`` naming each sampling parameter passed as ``None`` (for functions that need
+    the sampling config only in some modes, e.g. FLOPs of sampling but not of training)."""
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise TypeError(f"missing sampling parameter(s) {', '.join(missing)}: pass the generator's sampling config")
+
+
 def guidance_weight(cfg: float, schedule: str, progress: float) -> float:
     """The weight at a point of decoding: ``constant`` -> ``cfg``; ``linear`` -> ``cfg * progress``
     with ``progress`` in ``[0, 1]`` (over steps, scales or revealed tokens)."""
@@ -70,16 +78,27 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
     return -torch.log((-torch.log(u)).clamp_min(1e-20))
 
 
-def cosine_mask_schedule(num_tokens: int, steps: int) -> list[int]:
-    """MaskGIT / MAR: tokens still masked after each step, ``floor(N cos(pi/2 (t+1)/T))``, forced to
-    reveal at least one token per step and everything at the last step. Length ``steps``."""
+def cosine_mask_schedule(num_tokens: int, steps: int, float32: bool = False) -> list[int]:
+    """MaskGIT / MAR: tokens still masked after each step t < T - 1,
+    ``max(1, min(masked_before - 1, floor(N cos(pi/2 (t+1)/T))))``, and 0 after the last step: every
+    step reveals at least one token while more than one is masked, and the last masked token waits
+    for the final step (as the official decoders do). Length ``steps``.
+
+    ``float32`` evaluates ``N cos(pi/2 (t+1)/T)`` in float32 as MaskGIT's JAX decoder does; MAR's
+    decoder uses float64. They differ where the product lies within float32 rounding of an integer
+    (e.g. ``N/2`` at ``(t+1)/T = 2/3``: float32 gives one token fewer)."""
     remaining, out = num_tokens, []
     for t in range(steps):
         if t == steps - 1:
             n = 0
+        elif float32:
+            ratio = torch.tensor(float(t + 1), dtype=torch.float32) / steps
+            cos = torch.cos(torch.tensor(math.pi / 2, dtype=torch.float32) * ratio).clamp(1e-6, 1.0)
+            n = int(torch.floor(torch.tensor(float(num_tokens), dtype=torch.float32) * cos))
         else:
             n = math.floor(num_tokens * math.cos(math.pi / 2 * (t + 1) / steps))
-            n = max(1, min(remaining - 1, n)) if remaining > 1 else 0
+        if t < steps - 1:
+            n = max(1, min(remaining - 1, n))
         out.append(n)
         remaining = n
     return out

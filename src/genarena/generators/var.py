@@ -8,11 +8,19 @@ Sequence (``L = sum_k pn_k^2`` positions, scales small to large)::
 Each position adds a learned position embedding and its scale's level embedding. Training uses the
 block-causal mask (a token sees its own and all coarser scales) and cross-entropy over all tokens.
 Sampling decodes one scale per step, all its tokens in parallel, with a KV cache across scales;
-guidance ramps linearly from 0 at the first scale to ``cfg`` at the last.
+guidance ramps linearly from 0 at the first scale to ``cfg`` at the last (``w_k = cfg k / (K - 1)``).
+
+Official details (FoundationVision/VAR), selectable: ``k_bias=False`` gives the attention keys no bias
+(only q and v have one), and ``init="official"`` is VAR's ``init_weights``: every linear and embedding
+trunc-normal with ``std = sqrt(1 / 3C)`` and zero bias, AdaLN weights times ``init_adaln`` (gate rows
+times ``init_adaln_gamma``) with zero bias, head weights times ``init_head``, and the attention and MLP
+output projections divided by ``sqrt(2 depth)``. ``init="shared"`` is the shared backbone's init
+(AdaLN weights zero, gates ``gate_init``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -20,17 +28,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genarena.generators.backbone import block_causal_mask
+from genarena.generators.backbone import Block, block_causal_mask
 from genarena.generators.base import Generator
-from genarena.generators.sampling import guidance_weight, sample_logits, split_guided
+from genarena.generators.sampling import guidance_weight, require_sampling, sample_logits, split_guided
+
+INITS = ("shared", "official")
 
 
 class VAR(Generator):
     name = "var"
     requires = "multiscale"
 
-    def __init__(self, tokenizer, num_classes: int, **backbone) -> None:
+    def __init__(self, tokenizer, num_classes: int, k_bias: bool = True, init: str = "shared",
+                 init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
+                 **backbone) -> None:
         super().__init__(tokenizer, num_classes, **backbone)
+        if init not in INITS:
+            raise ValueError(f"init={init!r}; choose one of {', '.join(INITS)}")
         self.scales = tuple(tokenizer.scales)
         self.block_sizes = [p * p for p in self.scales]
         self.seq_len = sum(self.block_sizes)
@@ -43,12 +57,41 @@ class VAR(Generator):
         self.register_buffer("levels", torch.cat([torch.full((n,), i) for i, n in enumerate(self.block_sizes)]),
                              persistent=False)
         self.register_buffer("mask", block_causal_mask(self.block_sizes), persistent=False)
-        self.transformer = self.make_transformer()
+        self.transformer = self.make_transformer(k_bias=k_bias)
         self.head = self.make_head(v)
-        self.finish_init(self.head)
+        if init == "official":
+            self.official_init(init_adaln, init_adaln_gamma, init_head)
+            return
+        self.finish_init()
+        self.head.proj.weight.data.mul_(init_head)
+        self.head.proj.bias.data.zero_()
         std = (1.0 / (3 * c)) ** 0.5
         for p in (self.start_pos, self.pos_embed):
             nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+
+    @torch.no_grad()
+    def official_init(self, adaln: float, adaln_gamma: float, head: float) -> None:
+        """VAR's ``init_weights`` (see the module docstring); the q/k scale keeps its log 4 and q/v biases 0."""
+        c = self.width
+        std = math.sqrt(1 / (3 * c))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=std)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.Embedding):
+                nn.init.trunc_normal_(m.weight, std=std)
+        for p in (self.start_pos, self.pos_embed):
+            nn.init.trunc_normal_(p, std=std)
+        self.head.proj.weight.mul_(head)
+        self.head.proj.bias.zero_()
+        self.head.ada[1].weight.mul_(adaln)
+        for block in self.modules():
+            if isinstance(block, Block):
+                block.attn.proj.weight.div_(math.sqrt(2 * self.depth))
+                block.mlp[2].weight.div_(math.sqrt(2 * self.depth))
+                block.ada[1].weight[2 * c:].mul_(adaln)  # scales and shifts
+                block.ada[1].weight[:2 * c].mul_(adaln_gamma)  # gates
 
     @property
     def quantizer(self):
@@ -141,7 +184,7 @@ class VAR(Generator):
     def sampling_steps(self, **sampling) -> int:
         return len(self.scales)
 
-    def flops_per_image(self, train: bool, cfg: float = 0.0, **sampling) -> float:
+    def flops_per_image(self, train: bool, *, cfg: float | None = None, **sampling) -> float:
         c, v, d = self.width, self.vocab_size, self.tokenizer.token_dim
         L = self.seq_len
         side = self.scales[-1]
@@ -151,6 +194,7 @@ class VAR(Generator):
             # tokenizer side: phi convs building the teacher-forcing inputs (K - 1 scales, no grad)
             phi = (len(self.scales) - 1) * 2 * 9 * d * d * side * side
             return 3 * (self.transformer.flops(L) + embed + head) + phi
+        require_sampling(cfg=cfg)
         # cached: scale k's tokens attend to all tokens up to and including scale k
         attn_total, seen = 0.0, 0
         for n in self.block_sizes:

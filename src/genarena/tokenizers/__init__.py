@@ -25,6 +25,8 @@ def build_tokenizer(cfg: Mapping[str, Any], image_channels: int, resolution: int
     if name not in TOKENIZERS:
         raise ConfigError(f"tokenizer.name={name!r} is not known; choose one of {', '.join(TOKENIZERS)}")
     kwargs = {k: v for k, v in cfg.items() if k not in TRAINING_KEYS}
+    kwargs.setdefault("net", "genarena")  # configs saved before tokenizer.net existed
+    kwargs.setdefault("ldm", None)
     return TOKENIZERS[name](image_channels=image_channels, resolution=resolution, **kwargs)
 
 

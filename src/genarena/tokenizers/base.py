@@ -11,20 +11,31 @@ Token layouts (what ``encode`` returns and ``decode`` takes):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch.nn as nn
 from torch import Tensor
 
+from genarena.tokenizers import ldm as ldm_nets
+from genarena.tokenizers import nets
 from genarena.tokenizers.codebook import Codebook
-from genarena.tokenizers.nets import Decoder, Encoder
 
 KINDS = ("discrete", "multiscale", "continuous")
+NETS = ("genarena", "ldm")
 
 
 class Tokenizer(nn.Module, ABC):
-    """Conv encoder -> bottleneck -> conv decoder. Images are ``(B, C, H, W)`` in ``[-1, 1]``."""
+    """Conv encoder -> quant_conv -> bottleneck -> post_quant_conv -> conv decoder.
+
+    Images are ``(B, C, H, W)`` in ``[-1, 1]``. ``net`` picks the encoder/decoder: ``genarena``, the small
+    ResNet of :mod:`~genarena.tokenizers.nets` (its bottleneck works on the ``z_channels`` encoder output
+    directly: both quant convs are identities), or ``ldm``, the LDM encoder/decoder of the official
+    tokenizers (:mod:`~genarena.tokenizers.ldm`) with ``ldm = {embed_dim, quant_conv_kernel, encoder_attn,
+    decoder_attn, norm_groups}``: ``quant_conv`` maps ``z_channels`` (twice that with ``double_z``) to
+    ``embed_dim`` (twice), the code / token dimension, and ``post_quant_conv`` maps ``embed_dim`` back to
+    ``z_channels``.
+    """
 
     kind: ClassVar[str]
     vocab_size: int | None = None
@@ -32,7 +43,8 @@ class Tokenizer(nn.Module, ABC):
     scales: tuple[int, ...] | None = None
 
     def __init__(self, image_channels: int, resolution: int, ch: int, ch_mult: list[int],
-                 num_res_blocks: int, z_channels: int, encoder_out: int | None = None) -> None:
+                 num_res_blocks: int, z_channels: int, *, net: str, ldm: Mapping[str, Any] | None,
+                 double_z: bool = False) -> None:
         super().__init__()
         self.image_channels, self.resolution, self.z_channels = image_channels, resolution, z_channels
         self.downsample = 2 ** (len(ch_mult) - 1)
@@ -40,8 +52,35 @@ class Tokenizer(nn.Module, ABC):
             raise ValueError(f"resolution {resolution} is not divisible by the downsampling {self.downsample}")
         side = resolution // self.downsample
         self.grid = (side, side)
-        self.encoder = Encoder(image_channels, ch, list(ch_mult), num_res_blocks, encoder_out or z_channels)
-        self.decoder = Decoder(image_channels, ch, list(ch_mult), num_res_blocks, z_channels)
+        moments = 2 if double_z else 1  # a KL encoder predicts mean and log-variance
+        if net == "genarena":
+            self.code_dim = z_channels
+            self.encoder = nets.Encoder(image_channels, ch, list(ch_mult), num_res_blocks, moments * z_channels)
+            self.decoder = nets.Decoder(image_channels, ch, list(ch_mult), num_res_blocks, z_channels)
+            self.quant_conv: nn.Module = nn.Identity()
+            self.post_quant_conv: nn.Module = nn.Identity()
+        elif net == "ldm":
+            if ldm is None:
+                raise ValueError("net='ldm' needs its ldm settings")
+            self.code_dim = ldm["embed_dim"] or z_channels
+            k, groups = ldm["quant_conv_kernel"], ldm["norm_groups"]
+            self.encoder = ldm_nets.Encoder(image_channels, ch, list(ch_mult), num_res_blocks, moments * z_channels,
+                                            ldm["encoder_attn"], groups)
+            self.decoder = ldm_nets.Decoder(image_channels, ch, list(ch_mult), num_res_blocks, z_channels,
+                                            ldm["decoder_attn"], groups)
+            self.quant_conv = nn.Conv2d(moments * z_channels, moments * self.code_dim, k, padding=k // 2)
+            self.post_quant_conv = nn.Conv2d(self.code_dim, z_channels, k, padding=k // 2)
+        else:
+            raise ValueError(f"net={net!r}; choose one of {', '.join(NETS)}")
+        self.net = net
+
+    def encode_features(self, images: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` -> ``quant_conv(encoder(x))``: ``(B, code_dim, h, w)`` (2 code_dim for KL)."""
+        return self.quant_conv(self.encoder(images))
+
+    def decode_features(self, z: Tensor) -> Tensor:
+        """Bottleneck output ``(B, code_dim, h, w)`` -> images ``decoder(post_quant_conv(z))``, not clamped."""
+        return self.decoder(self.post_quant_conv(z))
 
     @property
     def seq_len(self) -> int:

@@ -8,7 +8,8 @@ Tokens are ``scale_factor * mu`` as ``(B, h*w, C)``; ``scale_factor`` is measure
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,24 +21,25 @@ class KLTokenizer(Tokenizer):
     kind = "continuous"
 
     def __init__(self, image_channels: int, resolution: int, ch: int, ch_mult: list[int], num_res_blocks: int,
-                 z_channels: int, kl_weight: float, scale_factor: float | None) -> None:
-        super().__init__(image_channels, resolution, ch, ch_mult, num_res_blocks, z_channels,
-                         encoder_out=2 * z_channels)
-        self.token_dim = z_channels
+                 z_channels: int, kl_weight: float, scale_factor: float | None, net: str,
+                 ldm: Mapping[str, Any] | None) -> None:
+        super().__init__(image_channels, resolution, ch, ch_mult, num_res_blocks, z_channels, double_z=True,
+                         net=net, ldm=ldm)
+        self.token_dim = self.code_dim
         self.kl_weight = kl_weight
         self.register_buffer("scale_factor", torch.tensor(1.0 if scale_factor is None else float(scale_factor)))
         self.scale_factor_fixed = scale_factor is not None
 
     def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Images -> ``(mu, std)``, each ``(B, C, h, w)`` (unscaled)."""
-        mu, logvar = self.encoder(images).chunk(2, dim=1)
+        mu, logvar = self.encode_features(images).chunk(2, dim=1)
         return mu, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mu, std = self.posterior(images)
         z = mu + std * torch.randn_like(std)
         kl = 0.5 * (mu.pow(2) + std.pow(2) - 1.0 - 2 * std.log()).sum(1).mean()
-        return self.decoder(z), {"loss": self.kl_weight * kl, "kl": kl.detach()}
+        return self.decode_features(z), {"loss": self.kl_weight * kl, "kl": kl.detach()}
 
     def to_tokens(self, latent: Tensor) -> Tensor:
         """``(B, C, h, w)`` unscaled latent -> ``(B, h*w, C)`` scaled tokens."""
@@ -56,7 +58,7 @@ class KLTokenizer(Tokenizer):
     def decode(self, tokens: Tensor) -> Tensor:
         h, w = self.grid
         z = (tokens / self.scale_factor).transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-        return self.decoder(z).clamp(-1, 1)
+        return self.decode_features(z).clamp(-1, 1)
 
     @torch.no_grad()
     def set_scale_factor(self, latent_std: float) -> None:

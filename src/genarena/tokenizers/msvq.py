@@ -13,8 +13,10 @@ maps codes back with the inverse affine map: ``standardize`` per channel, ``whit
 covariance (``Sigma_k^{-1/2} (r - mu_k)``). Coarse residuals (image-wide averages, strongly correlated
 across channels) and fine ones then share the codebook's region of space, which keeps the coarse
 scales from collapsing onto a few codes.
-``phi`` has ``share_quant_resi`` partially shared convs; scale k of
-K uses the one whose tick in ``linspace(1/(3n), 1 - 1/(3n), n)`` is nearest ``k / (K - 1)``.
+``phi`` has ``n = share_quant_resi`` partially shared convs (``0``: one per scale, ``n = K``); scale k of K
+uses the conv whose tick is nearest ``k / (K - 1)``, the ticks being ``linspace(m, 1 - m, n)`` with the
+margin ``m = 1/(3n)`` when ``n = 4`` and ``m = 1/(2n)`` otherwise (VAR's ``PhiPartiallyShared``).
+``quant_resi = 0`` makes every ``phi`` the identity (no conv).
 
 The generator (``var``) is teacher-forced with the cumulative ``f_hat`` after scale k, area-downsampled
 to scale k+1's grid (:meth:`teacher_forcing_inputs`); :meth:`next_scale_input` builds the same input one
@@ -22,6 +24,9 @@ scale at a time during sampling.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,9 +62,21 @@ class Phi(nn.Module):
         return h.mul(1 - self.r) + self.conv(h).mul_(self.r)
 
 
-def phi_indices(num_scales: int, num_convs: int) -> list[int]:
-    """Which shared ``phi`` conv each scale uses (VAR: 10 scales, 4 convs -> [0,0,1,1,1,2,2,3,3,3])."""
-    ticks = np.linspace(1 / (3 * num_convs), 1 - 1 / (3 * num_convs), num_convs)
+def num_phi_convs(num_scales: int, share_quant_resi: int) -> int:
+    """How many ``phi`` convs there are: ``share_quant_resi``, or one per scale when it is 0."""
+    return share_quant_resi or num_scales
+
+
+def phi_ticks(num_convs: int) -> np.ndarray:
+    """VAR's ticks of ``n = num_convs`` shared convs in ``[0, 1]``: margins ``1/(3n)`` for n = 4, else ``1/(2n)``."""
+    margin = 1 / (3 * num_convs) if num_convs == 4 else 1 / (2 * num_convs)
+    return np.linspace(margin, 1 - margin, num_convs)
+
+
+def phi_indices(num_scales: int, share_quant_resi: int) -> list[int]:
+    """Which ``phi`` conv each scale uses: scale k's position ``k / (K - 1)`` snaps to the nearest tick
+    (the first on a tie). VAR: 10 scales, 4 convs -> [0,0,1,1,1,2,2,3,3,3]."""
+    ticks = phi_ticks(num_phi_convs(num_scales, share_quant_resi))
     pos = [k / (num_scales - 1) if num_scales > 1 else 0.0 for k in range(num_scales)]
     return [int(np.argmin(np.abs(ticks - p))) for p in pos]
 
@@ -75,7 +92,8 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.patch_nums = tuple(int(p) for p in patch_nums)
         self.codebook = Codebook(vocab_size, dim, beta, l2_norm_codes, entropy_weight, entropy_temperature,
                                  dead_code_threshold, usage_decay, usage_groups=len(self.patch_nums))
-        self.phis = nn.ModuleList(Phi(dim, quant_resi) for _ in range(share_quant_resi))
+        n = num_phi_convs(len(self.patch_nums), share_quant_resi)
+        self.phis = nn.ModuleList(Phi(dim, quant_resi) if quant_resi != 0 else nn.Identity() for _ in range(n))
         self.phi_of_scale = phi_indices(len(self.patch_nums), share_quant_resi)
         if scale_norm not in SCALE_NORMS:
             raise ValueError(f"scale_norm={scale_norm!r}; choose one of {', '.join(SCALE_NORMS)}")
@@ -230,15 +248,16 @@ class MSVQTokenizer(Tokenizer):
     def __init__(self, image_channels: int, resolution: int, ch: int, ch_mult: list[int], num_res_blocks: int,
                  z_channels: int, vocab_size: int, beta: float, l2_norm_codes: bool, entropy_weight: float,
                  entropy_temperature: float, dead_code_threshold: float, usage_decay: float,
-                 patch_nums: list[int], quant_resi: float, share_quant_resi: int, scale_norm: str) -> None:
-        super().__init__(image_channels, resolution, ch, ch_mult, num_res_blocks, z_channels)
+                 patch_nums: list[int], quant_resi: float, share_quant_resi: int, scale_norm: str,
+                 net: str, ldm: Mapping[str, Any] | None) -> None:
+        super().__init__(image_channels, resolution, ch, ch_mult, num_res_blocks, z_channels, net=net, ldm=ldm)
         if int(patch_nums[-1]) != self.grid[0]:
             raise ValueError(f"patch_nums {list(patch_nums)} must end at the latent side {self.grid[0]}")
         self.vocab_size = vocab_size
-        self.token_dim = z_channels  # the dimension of VAR's teacher-forcing inputs
+        self.token_dim = self.code_dim  # the dimension of VAR's teacher-forcing inputs
         self.scales = tuple(int(p) for p in patch_nums)
         self.quantizer = MultiScaleResidualQuantizer(
-            vocab_size, z_channels, patch_nums, quant_resi, share_quant_resi, beta, l2_norm_codes,
+            vocab_size, self.code_dim, patch_nums, quant_resi, share_quant_resi, beta, l2_norm_codes,
             entropy_weight, entropy_temperature, dead_code_threshold, usage_decay, scale_norm)
 
     @property
@@ -255,20 +274,20 @@ class MSVQTokenizer(Tokenizer):
         return torch.cat([i.flatten(1) for i in indices], dim=1)
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        f = self.encoder(images)
+        f = self.encode_features(images)
         f_hat, indices, aux = self.quantizer(f)
         aux["indices"] = self.join_scales(indices)
-        return self.decoder(f_hat), aux
+        return self.decode_features(f_hat), aux
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        return self.join_scales(self.quantizer.lookup_all(self.encoder(images)))
+        return self.join_scales(self.quantizer.lookup_all(self.encode_features(images)))
 
     def decode(self, tokens: Tensor) -> Tensor:
         return self.decode_f_hat(self.quantizer.f_hat_from_indices(self.split_scales(tokens)))
 
     def decode_f_hat(self, f_hat: Tensor) -> Tensor:
-        return self.decoder(f_hat).clamp(-1, 1)
+        return self.decode_features(f_hat).clamp(-1, 1)
 
     @torch.no_grad()
     def decode_progression(self, tokens: Tensor) -> list[Tensor]:
