@@ -60,10 +60,12 @@ def convert_llamagen_vq(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Any
     if "quantize.codebook_used" in state_dict:
         plan["quantize.codebook_used"] = Entry(tuple(state_dict["quantize.codebook_used"].shape[:1]), ())
     converted = apply_plan(SOURCE, state_dict, plan)
-    # genarena's own buffer (per-code usage, uniform for a fresh codebook)
-    converted["codebook.usage"] = Codebook(vocab_size, arch.embed_dim, 0.25, True, 0.0, 1.0, 0.0, 0.99).usage
     cfg = tokenizer_preset(PRESET)
     cfg.update(arch.config(), vocab_size=vocab_size)
+    # genarena's own buffer, which LlamaGen does not have: per-code usage (uniform for a fresh codebook)
+    converted["codebook.usage"] = Codebook(vocab_size, arch.embed_dim, cfg["beta"], cfg["l2_norm_codes"],
+                                           cfg["entropy_weight"], cfg["entropy_temperature"],
+                                           cfg["dead_code_threshold"], cfg["usage_decay"]).usage
     return cfg, converted
 
 

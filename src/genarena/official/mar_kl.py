@@ -3,8 +3,8 @@
 Official layout -> genarena's :class:`~genarena.tokenizers.KLTokenizer` with ``net=ldm``: every key keeps its
 name (``encoder.*``, ``decoder.*`` as in LDM; ``quant_conv`` maps the ``2 z`` encoder moments to
 ``2 embed_dim``, ``post_quant_conv`` maps ``embed_dim`` to ``z``). genarena's ``scale_factor`` buffer is MAR's
-latent scale, 0.2325 (``engine_mar.py``: tokens are ``posterior.sample() * 0.2325``; a reimport with another
-value passes ``scale_factor``). Keys under ``loss.`` (LDM's training loss: LPIPS and discriminator), if a
+latent scale, the preset's 0.2325 (``engine_mar.py``: tokens are ``posterior.sample() * 0.2325``), unless
+``scale_factor`` is given. Keys under ``loss.`` (LDM's training loss: LPIPS and discriminator), if a
 file carries them, are dropped; any other key outside the architecture is an error.
 """
 
@@ -22,12 +22,11 @@ from genarena.official.presets import tokenizer_preset
 from genarena.official.state_dicts import apply_plan, load_released
 
 SOURCE = "MAR KL-16"
-MAR_SCALE_FACTOR = 0.2325
 PRESET = "mar_kl16"
 TRAINING_LOSS_PREFIX = "loss."
 
 
-def convert_mar_kl(state_dict: Mapping[str, Tensor], scale_factor: float = MAR_SCALE_FACTOR,
+def convert_mar_kl(state_dict: Mapping[str, Tensor], scale_factor: float | None = None,
                    ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """A MAR ``AutoencoderKL`` state dict -> ``(tokenizer config, state dict)`` of genarena's ``kl`` tokenizer.
 
@@ -38,16 +37,17 @@ def convert_mar_kl(state_dict: Mapping[str, Tensor], scale_factor: float = MAR_S
     sd = {k: v for k, v in state_dict.items() if not k.startswith(TRAINING_LOSS_PREFIX)}
     arch = read_ldm_architecture(SOURCE, sd, double_z=True, decoder_attn_if_absent=False)
     converted = apply_plan(SOURCE, sd, {**ldm_plan(arch), **quant_conv_plan(arch)})
-    converted["scale_factor"] = torch.tensor(float(scale_factor))
     cfg = tokenizer_preset(PRESET)
-    cfg.update(arch.config(), scale_factor=float(scale_factor))
+    scale_factor = float(cfg["scale_factor"] if scale_factor is None else scale_factor)
+    converted["scale_factor"] = torch.tensor(scale_factor)
+    cfg.update(arch.config(), scale_factor=scale_factor)
     return cfg, converted
 
 
-def load_official_mar_kl(path: str | Path, scale_factor: float = MAR_SCALE_FACTOR,
+def load_official_mar_kl(path: str | Path, scale_factor: float | None = None,
                          ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Read ``kl16.ckpt`` (weights under ``"model"``, as MAR's ``init_from_ckpt``) and convert it."""
     return convert_mar_kl(load_released(path, SOURCE, "model"), scale_factor)
 
 
-__all__ = ["MAR_SCALE_FACTOR", "convert_mar_kl", "load_official_mar_kl"]
+__all__ = ["convert_mar_kl", "load_official_mar_kl"]

@@ -11,7 +11,8 @@ Official layout -> genarena's :class:`~genarena.tokenizers.MSVQTokenizer` with `
   (``PhiNonShared``, 0: one per scale).
 - ``quantize.ema_vocab_hit_SV`` (per-scale hit counts, ``(K, V)``): checked against ``patch_nums``, dropped.
 
-The scales (``patch_nums``) and ``quant_resi`` are not stored in the file; they default to VAR's.
+The scales (``patch_nums``) and ``quant_resi`` are not stored in the file: they default to the preset's
+(``conf/tokenizer/var_vqvae.yaml``: VAR's), as do the quantizer's settings (``beta``, ``scale_norm=none``, ...).
 """
 
 from __future__ import annotations
@@ -26,17 +27,18 @@ from torch import Tensor
 from genarena.official.ldm import ldm_plan, quant_conv_plan, read_ldm_architecture
 from genarena.official.presets import tokenizer_preset
 from genarena.official.state_dicts import Entry, Plan, apply_plan, load_released
+from genarena.tokenizers.msvq import MultiScaleResidualQuantizer, num_phi_convs
 
 SOURCE = "VAR VQVAE"
-VAR_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-VAR_QUANT_RESI = 0.5
-VAR_SHARE_QUANT_RESI = 4
 PRESET = "var_vqvae"
+# the quantizer settings a state dict does not hold, taken from the preset
+QUANTIZER_SETTINGS = ("beta", "l2_norm_codes", "entropy_weight", "entropy_temperature", "dead_code_threshold",
+                      "usage_decay", "scale_norm")
 
 
-def _phi_layout(state_dict: Mapping[str, Tensor], num_scales: int) -> tuple[str, int]:
-    """``(official key pattern, share_quant_resi)`` of the phi convs in ``state_dict`` (VAR's default, four
-    partially shared convs, when there is none: the key check then names them as missing)."""
+def _phi_layout(state_dict: Mapping[str, Tensor], num_scales: int, default_share: int) -> tuple[str, int]:
+    """``(official key pattern, share_quant_resi)`` of the phi convs in ``state_dict`` (``default_share``
+    partially shared convs when there is none: the key check then names them as missing)."""
     keys = [k for k in state_dict if k.startswith("quantize.quant_resi.")]
     shared = [int(m.group(1)) for k in keys if (m := re.fullmatch(r"quantize\.quant_resi\.qresi_ls\.(\d+)\.weight", k))]
     nonshared = [int(m.group(1)) for k in keys if (m := re.fullmatch(r"quantize\.quant_resi\.(\d+)\.weight", k))]
@@ -47,17 +49,18 @@ def _phi_layout(state_dict: Mapping[str, Tensor], num_scales: int) -> tuple[str,
         return "quantize.quant_resi.{i}", 0 if n == num_scales else n
     if "quantize.quant_resi.qresi.weight" in state_dict:
         return "quantize.quant_resi.qresi", 1
-    return "quantize.quant_resi.qresi_ls.{i}", VAR_SHARE_QUANT_RESI
+    return "quantize.quant_resi.qresi_ls.{i}", default_share
 
 
-def _quantizer_plan(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int], quant_resi: float,
+def _quantizer_plan(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int] | None, quant_resi: float | None,
                     dim: int | None = None, prefix: str = "") -> tuple[dict[str, Any], Plan]:
     """MultiScaleResidualQuantizer kwargs and the plan of the ``quantize.*`` keys (targets under ``prefix``);
     ``dim``: the code dimension the rest of the model expects (default: the embedding's)."""
-    from genarena.tokenizers.msvq import num_phi_convs
-
+    preset = tokenizer_preset(PRESET)
+    patch_nums = preset["patch_nums"] if patch_nums is None else patch_nums
+    quant_resi = preset["quant_resi"] if quant_resi is None else quant_resi
     k = len(patch_nums)
-    pattern, share = _phi_layout(state_dict, k)
+    pattern, share = _phi_layout(state_dict, k, preset["share_quant_resi"])
     # V and the code dimension from whichever tensors are present (absent ones are named by the key check)
     emb, hits = state_dict.get("quantize.embedding.weight"), state_dict.get("quantize.ema_vocab_hit_SV")
     phi = state_dict.get(pattern.format(i=0) + ".weight")
@@ -66,8 +69,7 @@ def _quantizer_plan(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int],
         dim = int(emb.shape[1]) if emb is not None else int(phi.shape[0]) if phi is not None else 0
     kwargs: dict[str, Any] = dict(
         vocab_size=int(vocab_size), dim=dim, patch_nums=[int(p) for p in patch_nums], quant_resi=float(quant_resi),
-        share_quant_resi=share, beta=0.25, l2_norm_codes=False, entropy_weight=0.0, entropy_temperature=1.0,
-        dead_code_threshold=0.0, usage_decay=0.99, scale_norm="none")
+        share_quant_resi=share, **{key: preset[key] for key in QUANTIZER_SETTINGS})
     plan: Plan = {"quantize.embedding.weight": Entry((int(vocab_size), dim), (f"{prefix}codebook.embedding.weight",)),
                   "quantize.ema_vocab_hit_SV": Entry((k, int(vocab_size)), ())}
     if quant_resi != 0:
@@ -80,19 +82,18 @@ def _quantizer_plan(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int],
 
 def _fresh_quantizer_buffers(kwargs: dict[str, Any], prefix: str = "") -> dict[str, Tensor]:
     """genarena's own quantizer buffers, which VAR does not have: code usage and per-scale statistics."""
-    from genarena.tokenizers.msvq import MultiScaleResidualQuantizer
-
     fresh = MultiScaleResidualQuantizer(**kwargs).state_dict()
     return {prefix + k: fresh[k] for k in ("codebook.usage", "res_mean", "res_cov")}
 
 
-def convert_var_quantizer(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int] = VAR_PATCH_NUMS,
-                          quant_resi: float = VAR_QUANT_RESI) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def convert_var_quantizer(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int] | None = None,
+                          quant_resi: float | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """VAR's ``VectorQuantizer2`` (the ``quantize.*`` keys of a VQVAE state dict; other keys are ignored)
     -> ``(kwargs, state_dict)`` of :class:`~genarena.tokenizers.MultiScaleResidualQuantizer`.
 
     ``MultiScaleResidualQuantizer(**kwargs).load_state_dict(state_dict)`` then reproduces the official
     quantizer: ``scale_norm="none"``, Euclidean lookup, no entropy bonus, no dead-code restarts.
+    ``patch_nums`` / ``quant_resi``: None takes the preset's (VAR's 1..16 and 0.5).
     Raises :class:`~genarena.errors.CheckpointError` naming every missing / unexpected / mis-shaped key.
     """
     sd = {k: v for k, v in state_dict.items() if k.startswith("quantize.")}
@@ -100,8 +101,8 @@ def convert_var_quantizer(state_dict: Mapping[str, Tensor], patch_nums: Sequence
     return kwargs, {**apply_plan(SOURCE, sd, plan), **_fresh_quantizer_buffers(kwargs)}
 
 
-def convert_var_vqvae(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int] = VAR_PATCH_NUMS,
-                      quant_resi: float = VAR_QUANT_RESI) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def convert_var_vqvae(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int] | None = None,
+                      quant_resi: float | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """A VAR VQVAE state dict -> ``(tokenizer config, state dict)`` of genarena's ``msvq`` tokenizer.
 
     The config is ``conf/tokenizer/var_vqvae.yaml`` with the architecture read from the state dict
@@ -120,10 +121,10 @@ def convert_var_vqvae(state_dict: Mapping[str, Tensor], patch_nums: Sequence[int
     return cfg, converted
 
 
-def load_official_var_vqvae(path: str | Path, patch_nums: Sequence[int] = VAR_PATCH_NUMS,
-                            quant_resi: float = VAR_QUANT_RESI) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def load_official_var_vqvae(path: str | Path, patch_nums: Sequence[int] | None = None,
+                            quant_resi: float | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Read ``vae_ch160v4096z32.pth`` (a plain state dict) and convert it (:func:`convert_var_vqvae`)."""
     return convert_var_vqvae(load_released(path, SOURCE, None), patch_nums, quant_resi)
 
 
-__all__ = ["VAR_PATCH_NUMS", "convert_var_quantizer", "convert_var_vqvae", "load_official_var_vqvae"]
+__all__ = ["convert_var_quantizer", "convert_var_vqvae", "load_official_var_vqvae"]
