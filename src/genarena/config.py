@@ -151,6 +151,7 @@ class MARSamplingConfig(SamplingConfig):
 @dataclass
 class MARGeneratorConfig(GeneratorConfig):
     order: str = MISSING  # random (bidirectional MAR) | raster (causal AR with diffusion loss)
+    backbone: str = MISSING  # shared (genarena's AdaLN transformer) | vit (MAR's plain ViT)
     encoder_depth: int | None = None  # default depth; the decoder gets decoder_depth
     decoder_depth: int | None = None  # default depth
     buffer_size: int = MISSING  # class-token buffer positions
@@ -160,6 +161,7 @@ class MARGeneratorConfig(GeneratorConfig):
     diffusion_timesteps: int = MISSING  # training schedule length (1000)
     diffusion_batch_mul: int = MISSING  # noise draws per token
     noise_schedule: str = MISSING  # cosine | linear
+    diffusion_loss: str = MISSING  # eps (MSE on the noise) | learned_sigma (MAR's: + learned variance, VLB term)
     sampling: MARSamplingConfig = field(default_factory=MARSamplingConfig)
 
 
@@ -352,8 +354,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.generator.name == "ar":
         _check_choice("generator.pos_embed", cfg.generator.pos_embed, ("rope2d", "learned"))
     if cfg.generator.name == "mar":
-        _check_choice("generator.order", cfg.generator.order, ("random", "raster"))
-        _check_choice("generator.noise_schedule", cfg.generator.noise_schedule, ("cosine", "linear"))
+        from genarena.generators import VARIANTS
+        from genarena.generators.diffusion import DIFFUSION_LOSSES, NOISE_SCHEDULES
+        from genarena.generators.mar import BACKBONES
+
+        _check_choice("generator.order", cfg.generator.order, tuple(VARIANTS["mar"][1]))
+        _check_choice("generator.backbone", cfg.generator.backbone, BACKBONES)
+        _check_choice("generator.noise_schedule", cfg.generator.noise_schedule, NOISE_SCHEDULES)
+        _check_choice("generator.diffusion_loss", cfg.generator.diffusion_loss, DIFFUSION_LOSSES)
     _check_choice("optim.schedule", cfg.optim.schedule, ("cosine", "linear", "constant"))
     _check_choice("logger.name", cfg.logger.name, ("wandb", "csv", "none"))
     _check_choice("logger.mode", cfg.logger.mode, ("auto", "online", "offline", "disabled"))

@@ -1,4 +1,4 @@
-"""The official tokenizer presets of ``conf/tokenizer/`` as plain dicts (what a converter fills in)."""
+"""The presets of ``conf/tokenizer/`` and ``conf/generator/`` as plain dicts (what a converter fills in)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from genarena.config import config_dir
 from genarena.errors import ConfigError
 
 
-def tokenizer_preset(name: str) -> dict[str, Any]:
-    """``conf/tokenizer/<name>.yaml`` without its Hydra ``defaults`` list."""
-    path = config_dir() / "tokenizer" / f"{name}.yaml"
+def preset(group: str, name: str) -> dict[str, Any]:
+    """``conf/<group>/<name>.yaml`` without its Hydra ``defaults`` list."""
+    path = config_dir() / group / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"tokenizer preset {path} does not exist")
+        raise ConfigError(f"{group} preset {path} does not exist")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     cfg.pop("defaults", None)
     return cfg
+
+
+def tokenizer_preset(name: str) -> dict[str, Any]:
+    """``conf/tokenizer/<name>.yaml`` without its Hydra ``defaults`` list."""
+    return preset("tokenizer", name)
+
+
+def generator_preset(name: str) -> dict[str, Any]:
+    """``conf/generator/<name>.yaml`` without its Hydra ``defaults`` list."""
+    return preset("generator", name)
