@@ -267,19 +267,15 @@ class DiffusionLoss(nn.Module):
     def clip_x0(self, x0: Tensor) -> Tensor:
         return torch.maximum(torch.minimum(x0, self.x0_bound), -self.x0_bound) if self.x0_bound.any() else x0
 
-    def respaced(self, steps: int) -> tuple[Tensor, Tensor]:
-        """``steps`` respaced timesteps (ascending) and their ``abar`` (float32)."""
-        ts = torch.tensor(respace(self.timesteps, steps), device=self.alphas_cumprod.device)
-        return ts, self.alphas_cumprod[ts]
-
     def p_sample(self, x: Tensor, z: Tensor, *, steps: int, index: int, temperature: float, cfg: float | None,
                  noise: Tensor | None) -> Tensor:
         """One reverse step at position ``index`` of the ``steps``-step chain: ``x (N, D)`` -> ``(N, D)``.
         With ``cfg`` not None, ``z`` is ``[cond; uncond]`` ``(2N, C)``. ``noise (N, D)`` is unused at index 0."""
         xin = torch.cat([x, x]) if cfg is not None else x
-        if not self.learn_sigma:  # posterior variance
-            ts, abar = self.respaced(steps)
-            eps = self.net(xin, ts[index].expand(xin.shape[0]), z)
+        ch = self.chain(steps, x.device)
+        if not self.learn_sigma:  # posterior variance, from the float32 abar of the kept timesteps
+            abar = self.alphas_cumprod[ch.t]
+            eps = self.net(xin, ch.t[index].expand(xin.shape[0]), z)
             if cfg is not None:
                 eps_c, eps_u = eps.chunk(2)
                 eps = eps_c + cfg * (eps_c - eps_u)
@@ -291,7 +287,6 @@ class DiffusionLoss(nn.Module):
             if index == 0:
                 return mean
             return mean + temperature * (beta * (1 - a_prev) / (1 - a)).sqrt() * noise
-        ch = self.chain(steps, x.device)
         i = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
         eps, v = self.net(xin, ch.t[index].expand(xin.shape[0]), z).chunk(2, dim=1)
         if cfg is not None:
