@@ -201,6 +201,7 @@ def test_sampling_reproduces_the_official_tokens_in_the_same_order(official, run
     ("generator.backbone=timm", "shared, vit"),
     ("generator.diffusion_loss=vlb", "eps, learned_sigma"),
     ("generator.order=spiral", "random, raster"),
+    ("generator.sampling.diffusion_steps=2000", "diffusion_steps=2000 must lie in 1..1000"),
 ])
 def test_mar_options_are_validated(override, accepted):
     cfg = compose_cfg(["generator=mar", override])

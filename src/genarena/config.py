@@ -362,6 +362,10 @@ def validate(cfg: DictConfig) -> None:
         _check_choice("generator.backbone", cfg.generator.backbone, BACKBONES)
         _check_choice("generator.noise_schedule", cfg.generator.noise_schedule, NOISE_SCHEDULES)
         _check_choice("generator.diffusion_loss", cfg.generator.diffusion_loss, DIFFUSION_LOSSES)
+        steps, timesteps = cfg.generator.sampling.diffusion_steps, cfg.generator.diffusion_timesteps
+        if not 1 <= steps <= timesteps:
+            raise ConfigError(f"generator.sampling.diffusion_steps={steps} must lie in 1..{timesteps} "
+                              f"(generator.diffusion_timesteps, the training chain it is respaced from)")
     _check_choice("optim.schedule", cfg.optim.schedule, ("cosine", "linear", "constant"))
     _check_choice("logger.name", cfg.logger.name, ("wandb", "csv", "none"))
     _check_choice("logger.mode", cfg.logger.mode, ("auto", "online", "offline", "disabled"))

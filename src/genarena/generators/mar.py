@@ -29,7 +29,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from genarena.generators.backbone import Transformer, init_weights
+from genarena.generators.backbone import Transformer
+from genarena.generators.backbone import init_weights as var_init
 from genarena.generators.base import Generator
 from genarena.generators.diffusion import DiffusionLoss
 from genarena.generators.sampling import cosine_mask_schedule, guidance_weight
@@ -93,7 +94,7 @@ class MARBase(Generator):
         transformer_parts = [m for name, m in self.named_children() if name != "diffloss"]
         if self.backbone == "shared":
             for part in transformer_parts:
-                init_weights(part, self.width, self.depth)
+                var_init(part, self.width, self.depth)
         else:
             nn.init.normal_(self.class_embed.weight, std=0.02)  # its last row is MAR's fake latent
             for part in transformer_parts:
