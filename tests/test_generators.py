@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -18,6 +19,11 @@ from genarena.generators.sampling import cosine_mask_schedule, filter_logits, gu
 from .conftest import GENERATOR_CFGS, SAMPLING, TOKENIZER_OF, tiny_generator, tiny_tokenizer, token_batch
 
 PARADIGMS = ["var", "ar", "maskgit", "mar"]
+# MAR's own architecture (plain ViT, learned-variance diffusion loss), next to the shared-backbone default
+OFFICIAL_MAR = {"backbone": "vit", "diffusion_loss": "learned_sigma", "qk_norm": False, "dropout": 0.1}
+# every paradigm, plus MAR's official architecture: (name, overrides)
+VARIANTS = [(p, {}) for p in PARADIGMS] + [("mar", OFFICIAL_MAR)]
+VARIANT_IDS = PARADIGMS + ["mar-vit-learned-sigma"]
 
 
 def test_block_causal_mask_shows_exactly_own_and_coarser_scales():
@@ -48,8 +54,10 @@ def test_ar_learned_positions_cache_too():
         torch.testing.assert_close(gen.incremental_logits(tokens, labels), gen(tokens, labels), atol=1e-5, rtol=1e-5)
 
 
-def test_mar_causal_variant_cache_equals_teacher_forcing():
-    gen, tok = tiny_generator("mar", order="raster")
+@pytest.mark.parametrize("over", [{}, OFFICIAL_MAR], ids=["shared", "vit"])
+def test_mar_causal_variant_cache_equals_teacher_forcing(over):
+    gen, tok = tiny_generator("mar", order="raster", **over)
+    assert type(gen).__name__ == "RasterMAR"
     gen.eval()
     tokens, labels = token_batch(tok, 3)
     with torch.no_grad():
@@ -87,12 +95,14 @@ def test_each_paradigm_overfits_a_fixed_batch_of_32(name, fraction):
     assert sum(recent) / len(recent) < fraction * first, (first, recent)
 
 
-def test_diffusion_loss_learns_a_2d_gaussian_and_temperature_controls_spread():
+@pytest.mark.parametrize("loss", ["eps", pytest.param("learned_sigma", marks=pytest.mark.slow)])
+def test_diffusion_loss_learns_a_2d_gaussian_and_temperature_controls_spread(loss):
     torch.manual_seed(0)
     mean = torch.tensor([1.5, -0.5])
     chol = torch.tensor([[0.6, 0.0], [0.3, 0.4]])
     cov = chol @ chol.T
-    dl = DiffusionLoss(token_dim=2, cond_dim=4, width=64, depth=3, timesteps=1000, batch_mul=4, schedule="cosine")
+    dl = DiffusionLoss(token_dim=2, cond_dim=4, width=64, depth=3, timesteps=1000, batch_mul=4, schedule="cosine",
+                       loss=loss)
     opt = torch.optim.Adam(dl.parameters(), lr=2e-3)
     z = torch.zeros(256, 4)
     losses = []
@@ -105,10 +115,11 @@ def test_diffusion_loss_learns_a_2d_gaussian_and_temperature_controls_spread():
         losses.append(loss.item())
     assert sum(losses[-100:]) / 100 < 0.7 * sum(losses[:20]) / 20
     g = torch.Generator().manual_seed(1)
-    s = dl.sample(torch.zeros(4000, 4), steps=50, temperature=1.0, generator=g)
+    s = dl.sample(torch.zeros(4000, 4), steps=50, temperature=1.0, cfg=None, generator=g)
     assert torch.allclose(s.mean(0), mean, atol=0.1)
     assert torch.allclose(torch.cov(s.T), cov, atol=0.08)
-    cold = dl.sample(torch.zeros(4000, 4), steps=50, temperature=0.0, generator=torch.Generator().manual_seed(1))
+    cold = dl.sample(torch.zeros(4000, 4), steps=50, temperature=0.0, cfg=None,
+                     generator=torch.Generator().manual_seed(1))
     assert torch.cov(cold.T).trace() < 0.8 * torch.cov(s.T).trace()
 
 
@@ -138,9 +149,9 @@ def test_maskgit_never_remasks_revealed_tokens():
     assert out.max() < tok.vocab_size
 
 
-@pytest.mark.parametrize("name", PARADIGMS)
-def test_sampling_shapes_ranges_and_determinism(name):
-    gen, tok = tiny_generator(name)
+@pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
+def test_sampling_shapes_ranges_and_determinism(name, over):
+    gen, tok = tiny_generator(name, **over)
     gen.eval()
     labels = torch.tensor([0, 3, 9])
     a = gen.sample(labels, generator=torch.Generator().manual_seed(7), **SAMPLING[name])
@@ -156,10 +167,10 @@ def test_sampling_shapes_ranges_and_determinism(name):
     assert images.shape == (3, 1, 32, 32) and images.min() >= -1 and images.max() <= 1
 
 
-@pytest.mark.parametrize("name", PARADIGMS)
-def test_guidance_weight_zero_is_the_conditional_model(name):
+@pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
+def test_guidance_weight_zero_is_the_conditional_model(name, over):
     """A doubled [cond; uncond] batch with a vanishing weight samples exactly what cfg=0 samples."""
-    gen, _ = tiny_generator(name)
+    gen, _ = tiny_generator(name, **over)
     gen.eval()
     labels = torch.tensor([1, 2, 5, 7])
     kw = {**SAMPLING[name], "cfg_schedule": "constant"}
@@ -181,11 +192,12 @@ def test_guide_and_filters():
     assert kept.tolist() == [[True, True, False, False]]
 
 
-@pytest.mark.parametrize("name", PARADIGMS)
-def test_flops_formula_matches_flop_counter(name, monkeypatch):
-    gen, tok = tiny_generator(name, depth=2, width=64, heads=2)
+@pytest.mark.parametrize("name,over", VARIANTS + [("mar", {**OFFICIAL_MAR, "order": "raster"})],
+                         ids=VARIANT_IDS + ["mar-raster-vit-learned-sigma"])
+def test_flops_formula_matches_flop_counter(name, over, monkeypatch):
+    gen, tok = tiny_generator(name, depth=2, width=64, heads=2, **over)
     tokens, labels = token_batch(tok, 8)
-    if name == "mar":  # the analytic figure uses the expected mask ratio; fix the draw to it
+    if hasattr(gen, "draw_mask_ratio"):  # random-order MAR: the analytic figure uses the expected mask ratio
         from genarena.generators.mar import truncnorm_mean
 
         monkeypatch.setattr(gen, "draw_mask_ratio", lambda: truncnorm_mean(gen.mask_ratio_min))
@@ -425,3 +437,133 @@ def test_official_options_build_from_the_shipped_config():
         kind = TOKENIZER_OF[cfg.generator.name]
         gen = build_generator({**arch, "depth": 1, "width": 32, "heads": 2}, tiny_tokenizer(kind), 10)
         assert gen.num_params() > 0
+# ------------------------------------------------------------------------------ MAR: masking, schedule, guidance
+def test_mar_mask_ratio_is_the_official_truncated_normal():
+    """MAR draws one mask ratio per batch from N(1, 0.25) truncated to [0.7, 1] (scipy's truncnorm in models/mar.py)."""
+    from scipy import stats
+
+    from genarena.generators.mar import truncnorm_mean
+
+    gen, _ = tiny_generator("mar", mask_ratio_min=0.7)
+    torch.manual_seed(0)
+    n = 20_000
+    draws = torch.tensor([gen.draw_mask_ratio() for _ in range(n)], dtype=torch.float64)
+    official = stats.truncnorm((0.7 - 1.0) / 0.25, 0.0, loc=1.0, scale=0.25)
+    mean, var = (float(v) for v in official.stats("mv"))
+    assert 0.7 <= draws.min() and draws.max() <= 1.0
+    assert abs(draws.mean().item() - mean) < 4 * math.sqrt(var / n)
+    assert abs(draws.std().item() - math.sqrt(var)) < 0.02 * math.sqrt(var)
+    assert stats.kstest(draws.numpy(), official.cdf).pvalue > 0.01
+    assert truncnorm_mean(0.7) == pytest.approx(mean, rel=1e-9)  # the expectation the FLOP count uses
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_mar_reveals_cosine_counts_and_ramps_guidance_with_the_revealed_fraction(schedule, monkeypatch):
+    """L = 64 tokens in K = 4 steps: floor(64 cos(pi/2 k/4)) = 59, 45, 24, 0 stay masked, so 5, 14, 21, 24 are
+    revealed; guidance w_k = w (L - masked_k) / L (MAR: cfg_k = 1 + (cfg - 1)(L - masked_k) / L, cfg = 1 + w)."""
+    gen, tok = tiny_generator("mar")
+    gen.eval()
+    assert tok.seq_len == 64
+    calls = []
+    sample = gen.diffloss.sample
+
+    def spy(z, **kw):
+        calls.append((z.shape[0], kw["cfg"]))
+        return sample(z, **kw)
+
+    monkeypatch.setattr(gen.diffloss, "sample", spy)
+    b, w = 3, 1.5
+    gen.sample(torch.arange(b), cfg=w, cfg_schedule=schedule, temperature=1.0, top_k=0, top_p=0.0, steps=4,
+               diffusion_steps=2, generator=torch.Generator().manual_seed(0))
+    assert [rows for rows, _ in calls] == [2 * b * r for r in (5, 14, 21, 24)]  # conditional + unconditional rows
+    expected = [w * (64 - masked) / 64 for masked in (59, 45, 24, 0)] if schedule == "linear" else [w] * 4
+    assert [cfg for _, cfg in calls] == pytest.approx(expected, abs=1e-12)
+
+
+def test_raster_mar_ramps_guidance_with_the_decoded_fraction(monkeypatch):
+    gen, tok = tiny_generator("mar", order="raster")
+    gen.eval()
+    weights = []
+    sample = gen.diffloss.sample
+    monkeypatch.setattr(gen.diffloss, "sample", lambda z, **kw: weights.append(kw["cfg"]) or sample(z, **kw))
+    gen.sample(torch.arange(2), cfg=2.0, cfg_schedule="linear", temperature=1.0, top_k=0, top_p=0.0, steps=4,
+               diffusion_steps=1, generator=torch.Generator().manual_seed(0))
+    n = tok.seq_len
+    assert weights == pytest.approx([2.0 * i / n for i in range(n)], abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ MAR: the learned-variance loss
+def cosine_schedule(t: int) -> tuple[float, float, float]:
+    """``beta_t``, ``abar_t``, ``abar_{t-1}`` of the 1000-step cosine schedule (Nichol & Dhariwal), in float64."""
+    f = lambda u: math.cos((u / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    betas = [min(1 - f(i + 1) / f(i), 0.999) for i in range(t + 1)]
+    abar = math.prod(1 - b for b in betas)
+    return betas[t], abar, abar / (1 - betas[t])
+
+
+def posterior_variance(t: int) -> float:
+    beta, abar, abar_prev = cosine_schedule(t)
+    return beta * (1 - abar_prev) / (1 - abar)
+
+
+def learned_sigma_head(monkeypatch, eps_out: Tensor, v: Tensor) -> tuple[DiffusionLoss, Tensor]:
+    """A learned-sigma DiffusionLoss whose denoiser outputs ``[eps_out, v]``; returns it and that output (a leaf)."""
+    dl = DiffusionLoss(token_dim=eps_out.shape[1], cond_dim=4, width=8, depth=1, timesteps=1000, batch_mul=1,
+                       schedule="cosine", loss="learned_sigma")
+    out = torch.cat([eps_out, v], dim=1).requires_grad_()
+    monkeypatch.setattr(dl.net, "forward", lambda x, t, z: out)
+    return dl, out
+
+
+def test_learned_sigma_loss_reduces_to_known_values(monkeypatch):
+    """With eps predicted exactly and v = -1 (the posterior's variance) the VLB term is 0; v = +1 (beta_t) gives
+    KL(N(mu, s~^2) || N(mu, beta)) in bits; an eps error d gives MSE d^2 and a mean error c1 sqrt(1/abar - 1) d."""
+    n, d, t = 4, 3, 500
+    x0, eps = torch.randn(n, d), torch.randn(n, d)
+    ts = torch.full((n,), t)
+    beta, abar, abar_prev = cosine_schedule(t)
+    s2 = posterior_variance(t)
+    ln2 = math.log(2.0)
+
+    dl, _ = learned_sigma_head(monkeypatch, eps, -torch.ones(n, d))
+    terms = dl.terms(x0, torch.zeros(n, 4), ts, eps)
+    torch.testing.assert_close(terms["mse"], torch.zeros(n))
+    torch.testing.assert_close(terms["vb"], torch.zeros(n), atol=1e-6, rtol=0)
+
+    dl, _ = learned_sigma_head(monkeypatch, eps, torch.ones(n, d))
+    beta1, s2_1 = cosine_schedule(1)[0], posterior_variance(1)  # at t = 1 the two variances differ by ~2x
+    kl = 0.5 * (-1 + math.log(beta1) - math.log(s2_1) + s2_1 / beta1) / ln2
+    vb = dl.terms(x0, torch.zeros(n, 4), torch.ones(n, dtype=torch.long), eps)["vb"]
+    torch.testing.assert_close(vb, torch.full((n,), kl), rtol=1e-4, atol=0)
+
+    delta = 0.1
+    dl, _ = learned_sigma_head(monkeypatch, eps + delta, -torch.ones(n, d))
+    terms = dl.terms(x0, torch.zeros(n, 4), ts, eps)
+    shift = beta * math.sqrt(abar_prev) / (1 - abar) * math.sqrt(1 / abar - 1) * delta
+    torch.testing.assert_close(terms["mse"], torch.full((n,), delta ** 2))
+    torch.testing.assert_close(terms["vb"], torch.full((n,), shift ** 2 / (2 * s2) / ln2), rtol=1e-3, atol=0)
+    torch.testing.assert_close(terms["loss"], (terms["mse"] + terms["vb"]).mean())
+
+
+def test_learned_sigma_loss_at_t0_is_the_discretised_gaussian_nll(monkeypatch):
+    """At t = 0 the mean is x0 itself (exact eps) and the bound is -log P(x0's bin of width 2/255) under
+    N(x0, s~_1^2) (the clipped posterior variance); outside [-0.999, 0.999] the outer bin is a half-line."""
+    x0 = torch.tensor([[0.3], [-1.5], [1.5]])
+    eps = torch.randn(3, 1)
+    dl, _ = learned_sigma_head(monkeypatch, eps, -torch.ones(3, 1))
+    vb = dl.terms(x0, torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), eps)["vb"]
+    half_bin = (1 / 255) / math.sqrt(posterior_variance(1))
+    phi = lambda u: 0.5 * (1 + math.erf(u / math.sqrt(2)))  # noqa: E731
+    inner = -math.log(phi(half_bin) - phi(-half_bin)) / math.log(2)
+    outer = -math.log(phi(half_bin)) / math.log(2)
+    torch.testing.assert_close(vb, torch.tensor([inner, outer, outer]), rtol=2e-3, atol=0)  # tanh-approximated CDF
+
+
+def test_learned_sigma_vlb_trains_only_the_variance(monkeypatch):
+    """The bound sees eps detached: the gradient on the eps half is the MSE's alone, 2 (eps_pred - eps) / (N D)."""
+    n, d = 5, 3
+    x0, eps, err = torch.randn(n, d), torch.randn(n, d), 0.2 * torch.randn(n, d)
+    dl, out = learned_sigma_head(monkeypatch, eps + err, 0.3 * torch.randn(n, d))
+    dl.terms(x0, torch.zeros(n, 4), torch.randint(1, 1000, (n,)), eps)["loss"].backward()
+    torch.testing.assert_close(out.grad[:, :d], 2 * err / (n * d))
+    assert out.grad[:, d:].abs().min() > 0

@@ -6,9 +6,11 @@ so that an unknown key or a wrong type fails at composition time with the full k
 unknown option fails with Hydra's list of the available ones. :func:`validate` adds the semantic
 checks a type cannot express (accepted values of string choices, ranges, cross-group consistency).
 
-The accepted values of every string choice are defined here, once; every other module that checks
-one imports it from here. This module imports no torch and no Hydra at import time (Hydra is
-imported by the functions that register or compose configs), so model code may import its constants.
+The accepted values of every string choice are defined once: those of the training, logging and
+evaluation infrastructure here, those of a model option (``generator.init``, ``generator.backbone``,
+``tokenizer.net``, ...) beside the model code that implements them; every other check imports them from
+there. This module imports no torch and no Hydra at import time (Hydra is imported by the functions that
+register or compose configs), so model code may import its constants.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ DATA_CHANNELS = (1, 3)
 RECON_LOSSES = ("l1", "l2")
 CFG_SCHEDULES = ("constant", "linear")
 AR_POS_EMBEDS = ("rope2d", "learned")
-MAR_ORDERS = ("random", "raster")
-NOISE_SCHEDULES = ("cosine", "linear")
 OPTIM_SCHEDULES = ("cosine", "linear", "constant")
 LOGGERS = ("wandb", "csv", "none")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
@@ -199,6 +199,7 @@ class MARSamplingConfig(SamplingConfig):
 @dataclass
 class MARGeneratorConfig(GeneratorConfig):
     order: str = MISSING  # random (bidirectional MAR) | raster (causal AR with diffusion loss)
+    backbone: str = MISSING  # shared (genarena's AdaLN transformer) | vit (MAR's plain ViT)
     encoder_depth: int | None = None  # default depth; the decoder gets decoder_depth
     decoder_depth: int | None = None  # default depth
     buffer_size: int = MISSING  # class-token buffer positions
@@ -208,6 +209,7 @@ class MARGeneratorConfig(GeneratorConfig):
     diffusion_timesteps: int = MISSING  # training schedule length (1000)
     diffusion_batch_mul: int = MISSING  # noise draws per token
     noise_schedule: str = MISSING  # cosine | linear
+    diffusion_loss: str = MISSING  # eps (MSE on the noise) | learned_sigma (MAR's: + learned variance, VLB term)
     sampling: MARSamplingConfig = field(default_factory=MARSamplingConfig)
 
 
@@ -641,8 +643,18 @@ def validate(cfg: DictConfig) -> None:
         if cfg.generator.ffn_multiple_of < 1:
             raise ConfigError(f"generator.ffn_multiple_of={cfg.generator.ffn_multiple_of} must be at least 1")
     if cfg.generator.name == "mar":
-        check_choice("generator.order", cfg.generator.order, MAR_ORDERS)
+        from genarena.generators import VARIANTS  # lazy: as above
+        from genarena.generators.diffusion import DIFFUSION_LOSSES, NOISE_SCHEDULES
+        from genarena.generators.mar import BACKBONES as MAR_BACKBONES
+
+        check_choice("generator.order", cfg.generator.order, tuple(VARIANTS["mar"][1]))
+        check_choice("generator.backbone", cfg.generator.backbone, MAR_BACKBONES)
         check_choice("generator.noise_schedule", cfg.generator.noise_schedule, NOISE_SCHEDULES)
+        check_choice("generator.diffusion_loss", cfg.generator.diffusion_loss, DIFFUSION_LOSSES)
+        steps, timesteps = cfg.generator.sampling.diffusion_steps, cfg.generator.diffusion_timesteps
+        if not 1 <= steps <= timesteps:
+            raise ConfigError(f"generator.sampling.diffusion_steps={steps} must lie in 1..{timesteps} "
+                              f"(generator.diffusion_timesteps, the training chain it is respaced from)")
     check_choice("optim.schedule", cfg.optim.schedule, OPTIM_SCHEDULES)
     check_choice("logger.name", cfg.logger.name, LOGGERS)
     check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)

@@ -11,13 +11,32 @@ from genarena.errors import CheckpointError, ConfigError
 from genarena.generators.ar import RasterAR
 from genarena.generators.base import Generator, tokenizer_of_kind
 from genarena.generators.mar import MAR
+from genarena.generators.mar_raster import RasterMAR
 from genarena.generators.maskgit import MaskGIT
 from genarena.generators.var import VAR
 from genarena.tokenizers import Tokenizer, build_tokenizer
 
 GENERATORS: dict[str, type[Generator]] = {"var": VAR, "ar": RasterAR, "maskgit": MaskGIT, "mar": MAR}
+# a paradigm's variants, chosen by one of its config keys: generator=mar generator.order=raster -> RasterMAR
+VARIANTS: dict[str, tuple[str, dict[str, type[Generator]]]] = {"mar": ("order", {"random": MAR, "raster": RasterMAR})}
 
 NON_ARCHITECTURE_KEYS = ("name", "sampling")
+# architecture keys added after configs were saved without them, with the value those configs were trained with
+ADDED_KEYS: dict[str, dict[str, Any]] = {"mar": {"backbone": "shared", "diffusion_loss": "eps"}}
+
+
+def generator_class(cfg: Mapping[str, Any]) -> tuple[type[Generator], tuple[str, ...]]:
+    """The class for ``cfg`` (the paradigm named by ``cfg["name"]``, or the variant its variant key selects) and
+    the variant key, which the class does not take."""
+    name = cfg["name"]
+    if name not in GENERATORS:
+        raise ConfigError(f"generator.name={name!r} is not known; choose one of {', '.join(GENERATORS)}")
+    if name not in VARIANTS:
+        return GENERATORS[name], ()
+    key, classes = VARIANTS[name]
+    if cfg[key] not in classes:
+        raise ConfigError(f"generator.{key}={cfg[key]!r} is not accepted; choose one of {', '.join(classes)}")
+    return classes[cfg[key]], (key,)
 
 
 def tokenizer_for(paradigm: str) -> str:
@@ -29,11 +48,10 @@ def tokenizer_for(paradigm: str) -> str:
 
 def build_generator(cfg: Mapping[str, Any], tokenizer: Tokenizer, num_classes: int) -> Generator:
     """Build the paradigm named by ``cfg["name"]`` (a plain dict of ``conf/generator/*.yaml``)."""
-    name = cfg["name"]
-    if name not in GENERATORS:
-        raise ConfigError(f"generator.name={name!r} is not known; choose one of {', '.join(GENERATORS)}")
-    kwargs = {k: v for k, v in cfg.items() if k not in NON_ARCHITECTURE_KEYS}
-    return GENERATORS[name](tokenizer=tokenizer, num_classes=num_classes, **kwargs)
+    cls, selectors = generator_class(cfg)
+    kwargs = {**ADDED_KEYS.get(cfg["name"], {}), **cfg}
+    kwargs = {k: v for k, v in kwargs.items() if k not in NON_ARCHITECTURE_KEYS + selectors}
+    return cls(tokenizer=tokenizer, num_classes=num_classes, **kwargs)
 
 
 def load_generator(path: str | Path, use_ema: bool = True) -> tuple[Generator, Tokenizer, dict[str, Any]]:
@@ -59,5 +77,5 @@ def load_generator(path: str | Path, use_ema: bool = True) -> tuple[Generator, T
     return generator, tokenizer, dict(hp, path=ckpt["path"], weights="ema" if averaged and use_ema else "trained")
 
 
-__all__ = ["GENERATORS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "build_generator", "load_generator",
-           "tokenizer_for"]
+__all__ = ["GENERATORS", "VARIANTS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "RasterMAR", "build_generator",
+           "generator_class", "load_generator", "tokenizer_for"]
