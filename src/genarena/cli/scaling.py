@@ -273,7 +273,7 @@ def exponents_report(fits: FitTree, metric: str, x: str) -> tuple[dict[str, Any]
                                  "pairs": compare_exponents(fits[m][xi])})
     rule = ("two exponents differ when their 95% bootstrap intervals are disjoint; overlapping intervals "
             "do not show a difference (a conservative rule)")
-    md = ["# Do the paradigms' exponents differ?", "", rule + ".", ""]
+    md = ["# Do the paradigms' exponents differ?", "", rule[0].upper() + rule[1:] + ".", ""]
     for sec in sections:
         md += [f"## {axis_label(sec['metric'])} vs {axis_label(sec['x'])}", "",
                "| paradigms | alpha (95% CI) | alpha (95% CI) | verdict | note |", "|---|---|---|---|---|"]

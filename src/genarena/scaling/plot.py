@@ -383,8 +383,8 @@ def _save(fig: Any, out_dir: str | Path, name: str) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
+    for p in paths:  # no creation date: re-plotting the same points gives the same files
+        fig.savefig(p, dpi=150, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     return paths
 
 
