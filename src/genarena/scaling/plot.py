@@ -137,11 +137,11 @@ def equation_label(fit: FitResult, metric: str, x: str) -> str:
     return ""
 
 
-def alpha_label(fit: PowerLawFit) -> str:
-    """``alpha = -0.062 [-0.063, -0.050] (95%, seeds), r = -0.999``."""
+def alpha_label(fit: PowerLawFit, with_r: bool = True) -> str:
+    """``alpha = -0.062 [-0.063, -0.050] (95% CI, bootstrap over seeds), r = -0.999`` in mathtext."""
     ci = (rf" [{fit.alpha_ci[0]:.3g}, {fit.alpha_ci[1]:.3g}] ({fit.ci_level:.0%} CI, bootstrap over "
           rf"{fit.ci_method})" if fit.alpha_ci else " (no CI)")
-    return rf"$\alpha={fit.alpha:.3g}${ci}, $r={fit.r:.3f}$"
+    return rf"$\alpha={fit.alpha:.3g}${ci}" + (rf", $r={fit.r:.3f}$" if with_r else "")
 
 
 def fit_label(paradigm: str, fit: FitResult | None, metric: str = "val_loss", x: str = "params") -> str:
@@ -297,11 +297,6 @@ def _fit_of(fit_set: Mapping[str, FitResult], spec: PlotSpec) -> FitResult | Non
     return fit_set.get("frontier") if spec.frontier else fit_set.get("power_law")
 
 
-def _ci_text(fit: PowerLawFit) -> str:
-    """``[-0.063, -0.050]`` or ``(no CI)``."""
-    return f"[{fit.alpha_ci[0]:.3g}, {fit.alpha_ci[1]:.3g}]" if fit.alpha_ci else "(no CI)"
-
-
 def _draw_paradigm(axes: _Axes, rows: Sequence[Mapping[str, Any]], spec: PlotSpec,
                    fit_set: Mapping[str, FitResult], paradigm: str, point_keys: Sequence[str] | None,
                    *, compact: bool = False) -> list[Any]:
@@ -326,16 +321,14 @@ def _draw_paradigm(axes: _Axes, rows: Sequence[Mapping[str, Any]], spec: PlotSpe
     else:
         _draw_points(axes, rows, points, spec, color, label=runs_label)
     if isinstance(main, PowerLawFit) and not main.degenerate:
-        law = f"{prefix}{equation_label(main, spec.metric, spec.x)}"
-        how = f" ({main.ci_level:.0%} CI, bootstrap over {main.ci_method})" if main.alpha_ci else ""
-        alpha = rf"$\alpha={main.alpha:.3g}$ {_ci_text(main)}{how}"
         if compact:
-            _draw_law(axes, main, color, f"{law}, {alpha}, $r={main.r:.3f}$; {seed_text(main)}")
+            _draw_law(axes, main, color, fit_label(paradigm, main, spec.metric, spec.x))
         else:
-            _draw_law(axes, main, color, f"{law}, $r={main.r:.3f}$; {seed_text(main)}",
-                      band_label=alpha + "; shaded: 95% band" if main.alpha_ci else None)
+            law = f"{equation_label(main, spec.metric, spec.x)}, $r={main.r:.3f}$; {seed_text(main)}"
+            alpha = alpha_label(main, with_r=False)
+            _draw_law(axes, main, color, law, band_label=f"{alpha}; shaded: 95% band" if main.alpha_ci else None)
             if not main.alpha_ci:
-                notes.append(_note(alpha + ": fewer than 3 points"))
+                notes.append(_note(alpha))
     elif main is not None:
         notes.append(_note(fit_label(paradigm, main, spec.metric, spec.x).split(": ", 1)[1] if not compact
                            else fit_label(paradigm, main, spec.metric, spec.x)))
