@@ -4,6 +4,7 @@ import downwards, and commands that answer --help / --cfg without importing torc
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ NO_FRAMEWORKS = ("tokenizers", "generators")  # plain PyTorch: neither lightning
 IMPORTS = ("import ", "from ")
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     out = {}
     for path in sorted(SRC.rglob("*.py")):
@@ -36,7 +38,8 @@ def modules() -> dict[str, Path]:
 
 
 def imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
-    """Absolute module names an import statement names (``from a import b`` gives ``a`` and ``a.b``)."""
+    """Absolute module names an import statement names: ``from a import b`` gives ``a.b`` when that is a module
+    (importing a submodule of a package being initialised is fine), else ``a``."""
     if isinstance(node, ast.Import):
         return [a.name for a in node.names]
     assert isinstance(node, ast.ImportFrom)
@@ -44,7 +47,9 @@ def imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
     if node.level:
         package = module.split(".") if is_package else module.split(".")[:-1]
         base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-    return [base] + [f"{base}.{a.name}" for a in node.names]
+    known = modules()
+    submodules = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known]
+    return submodules if len(submodules) == len(node.names) else [base, *submodules]
 
 
 def top_level_graph() -> dict[str, set[str]]:

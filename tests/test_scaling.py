@@ -12,11 +12,19 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from genarena.cli.scaling import compare_exponents
 from genarena.cli.scaling import main as scaling_main
 from genarena.config import config_dir, register_configs
 from genarena.errors import GenArenaError
 from genarena.runs import write_metrics
-from genarena.scaling.collect import collect_local, collect_wandb
+from genarena.scaling.collect import (
+    POINT_COLUMNS,
+    SCALING_POINT_KEYS,
+    collect_local,
+    collect_wandb,
+    read_points,
+    write_points,
+)
 from genarena.scaling.fit import (
     PowerLawFit,
     SaturatingFit,
@@ -27,6 +35,7 @@ from genarena.scaling.fit import (
     fit_saturating,
     lower_envelope,
 )
+from genarena.scaling.plot import PlotSpec, equation_label, figure_panels, figure_shared, fit_label
 
 ALPHA, BETA = -0.23, 2.0e-3
 
@@ -232,7 +241,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     fake_sweep(tmp_path / "runs")
     out = tmp_path / "out"
     scaling_main(["--runs", str(tmp_path / "runs"), "--sweep", "paradigms", "--out", str(out), "--saturating",
-                  "--bootstrap", "200"])
+                  "--bootstrap", "200", "--no-plots"])  # the plots: test_points_cli_end_to_end
     printed = capsys.readouterr().out
     assert "fitted metric: val_loss_best vs params_non_embedding" in printed
     assert "skipped 1 (failed 1)" in printed and "no fit" in printed
@@ -255,11 +264,6 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert mar["fit"] is False and "2 distinct x" in mar["reason"]
     assert report["fits"]["var"]["fid"]["sample_s_per_image"]["power_law"]["fit"]
     json.dumps(report, allow_nan=False)
-
-    for name in ("loss_vs_params", "loss_vs_compute", "token_error_vs_compute", "fid_vs_compute",
-                 "fid_vs_sampling_time"):
-        for ext in ("png", "pdf"):
-            assert (out / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
 
 
 def test_cli_skips_absent_metrics_and_reports_errors_in_one_line(tmp_path, capsys):
@@ -291,6 +295,254 @@ def test_cli_refuses_mixed_data_sets(tmp_path, capsys):
     with pytest.raises(SystemExit):
         scaling_main(["--runs", str(tmp_path), "--out", str(tmp_path / "out")])
     assert "--data" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ points.csv
+def test_points_csv_round_trip(tmp_path):
+    """write_points then read_points gives the same value (and type) in every column."""
+    fake_sweep(tmp_path / "runs")
+    fake_run(tmp_path / "runs", "var/seed1", paradigm="var", depth=1, steps=100, sweep="paradigms", seed=1,
+             sample_s_per_image=0.02, eval_extractor="domain", eval_n=500)
+    runs = collect_local([tmp_path / "runs"]).runs
+    for i, r in enumerate(runs):
+        r["on_frontier"] = i % 3 == 0 if i % 4 else None
+    write_points(runs, tmp_path / "points.csv")
+    back = read_points([tmp_path / "points.csv"], keep="all").runs
+    assert len(back) == len(runs) == 20
+    key = lambda r: (r["paradigm"], r["depth"], r["steps"], r["seed"])
+    for a, b in zip(sorted(runs, key=key), sorted(back, key=key)):
+        for col in POINT_COLUMNS:
+            assert b.get(col) == a.get(col) and type(b.get(col)) is type(a.get(col)), (col, a.get(col), b.get(col))
+    # a directory stands for its points.csv; anything else is a clear error
+    assert len(read_points([tmp_path], keep="all").runs) == 20
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ScalingError, match="no 'paradigm' column"):
+        read_points([tmp_path / "other.csv"])
+    with pytest.raises(ScalingError, match="does not exist"):
+        read_points([tmp_path / "nowhere.csv"])
+
+
+# ----------------------------------------------------------------------------------------- seeds
+SEED_SLOPES = (-0.02, -0.01, 0.0, 0.01, 0.02)  # each seed's exponent departs from ALPHA by this
+
+
+def seeded_rows(paradigm: str = "var", alpha: float = ALPHA, noise: float = 0.002, rng_seed: int = 0,
+                slopes: tuple[float, ...] = SEED_SLOPES) -> list[dict]:
+    """4 sizes x len(slopes) seeds of a known power law: seed s follows exponent alpha + slopes[s] (the
+    seed-to-seed spread) times iid log-normal noise of sd ``noise``."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for depth in (1, 2, 3, 4):
+        n = n_params(depth)
+        for seed, d in enumerate(slopes):
+            rows.append({"paradigm": paradigm, "data": "mnist5k", "depth": depth, "width": 64 * depth,
+                         "steps": 200, "batch_size": 32, "seed": seed, "params": n,
+                         "val_loss": (BETA * n) ** (alpha + d) * math.exp(rng.normal(0, noise))})
+    return rows
+
+
+def test_several_seeds_fit_through_all_points_with_a_seed_bootstrap():
+    rows = seeded_rows()
+    fit = fit_groups(rows, "val_loss", "params", point_keys=SCALING_POINT_KEYS, n_boot=500)["var"]["power_law"]
+    assert isinstance(fit, PowerLawFit) and not fit.degenerate
+    assert (fit.n, fit.points, fit.seeds, fit.ci_method) == (20, 4, (5, 5), "seeds")
+    slope = np.polyfit(np.log([r["params"] for r in rows]), np.log([r["val_loss"] for r in rows]), 1)[0]
+    assert fit.alpha == pytest.approx(slope, rel=1e-9)  # least squares through every run
+    assert fit.alpha_ci[0] < ALPHA < fit.alpha_ci[1]
+    width = fit.alpha_ci[1] - fit.alpha_ci[0]
+    for seed in range(len(SEED_SLOPES)):
+        one = fit_groups([r for r in rows if r["seed"] == seed], "val_loss", "params",
+                         point_keys=SCALING_POINT_KEYS, n_boot=500)["var"]["power_law"]
+        assert (one.n, one.seeds, one.ci_method) == (4, (1, 1), "points")
+        # one seed's points lie on its own line: its interval misses the seed-to-seed spread
+        assert width > 2 * (one.alpha_ci[1] - one.alpha_ci[0]), seed
+    assert fit.band(np.array([n_params(1), n_params(4)])) is not None
+
+
+def test_reruns_of_one_seed_reduced_but_seeds_kept(tmp_path):
+    fake_run(tmp_path, "s0", depth=1, seed=0, mtime=1000)
+    fake_run(tmp_path, "s1", depth=1, seed=1, mtime=1000)
+    old = fake_run(tmp_path, "s1-old", depth=1, seed=1, mtime=500)  # an older re-run of seed 1
+    col = collect_local([tmp_path])
+    assert sorted(r["seed"] for r in col.runs) == [0, 1] and col.replaced == [str(old)]
+    assert "2 seeds (0, 1)" in col.summary()
+
+
+# ---------------------------------------------------------------------------------- degenerate fits
+def test_degenerate_fits_are_flagged():
+    x = np.geomspace(1e4, 1e7, 6)
+    flat = fit_power_law(x, [2.0, 2.1, 1.95, 2.05, 2.0, 2.02], n_boot=300)
+    assert "no power-law trend" in flat.degenerate and "includes 0" in flat.degenerate
+    assert "2 distinct x" in fit_power_law([10, 100], [1.0, 0.5]).degenerate
+    good = fit_power_law(x, (BETA * x) ** ALPHA)
+    assert good.degenerate is None
+    pure = fit_saturating(x, (BETA * x) ** ALPHA)  # no floor: E ends on its bound 0
+    assert "E =" in pure.degenerate and "no floor" in pure.degenerate
+    assert fit_saturating(x, 0.5 + (1e3 / x) ** 0.3).degenerate is None
+    assert good.to_dict()["degenerate"] is None and pure.to_dict()["degenerate"] == pure.degenerate
+
+
+def _lines_of(fig, fit) -> list:
+    """The drawn lines that trace ``fit``'s law."""
+    found = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            xs, ys = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            with np.errstate(all="ignore"):  # a degenerate law may overflow where it is not drawn
+                if len(xs) > 10 and np.allclose(ys, fit.predict(xs), rtol=1e-9):
+                    found.append(line)
+    return found
+
+
+def test_degenerate_fits_are_not_drawn_and_named_in_the_legend():
+    rows = seeded_rows("var") + [{**r, "paradigm": "ar", "val_loss": 2.0 + 0.01 * ((r["seed"] + r["depth"]) % 3)}
+                                 for r in seeded_rows("ar")]
+    rows = [{**r, "fid": r["val_loss"] * 30} for r in rows]
+    for metric, make in (("val_loss", figure_panels), ("fid", figure_shared)):
+        fits = fit_groups(rows, metric, "params", point_keys=SCALING_POINT_KEYS, saturating=True, n_boot=200)
+        assert fits["ar"]["power_law"].degenerate and not fits["var"]["power_law"].degenerate
+        assert fits["var"]["saturating"].degenerate  # a pure power law has no floor
+        fig = make(rows, PlotSpec("x", metric, "params"), fits, "test", SCALING_POINT_KEYS)
+        fig.canvas.draw()
+        assert _lines_of(fig, fits["var"]["power_law"])  # the law is drawn ...
+        for bad in (fits["ar"]["power_law"], fits["var"]["saturating"]):
+            assert not _lines_of(fig, bad)  # ... the degenerate ones are not
+        legend = " ".join(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        assert "not drawn" in legend and "no power-law trend" in legend
+
+
+# ------------------------------------------------------------------------------------------ labels
+def _texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+
+
+def test_plot_labels_are_metric_aware_and_readable():
+    rows = seeded_rows("var") + seeded_rows("mar", alpha=-0.1, rng_seed=1)
+    for r in rows:
+        r.update(fid=50 * (r["params"] / 1e5) ** -0.5, val_loss_best=r["val_loss"],
+                 params_non_embedding=r["params"], flops_train_total=r["params"] * 1e6)
+    fit = fit_power_law([1e5, 1e6, 1e7], [100.0, 30.0, 9.5])
+    assert equation_label(fit, "fid", "flops_train_total").startswith(r"$\mathrm{FID}=(")
+    assert r"\,C)" in equation_label(fit, "fid", "flops_train_total")
+    assert equation_label(fit, "val_loss_best", "params_non_embedding").startswith(r"$\mathrm{loss}=(")
+    assert "FID" in fit_label("var", fit, "fid", "params") and "L=" not in fit_label("var", fit, "fid", "params")
+    raw = ("val_loss_best", "params_non_embedding", "flops_train_total", "fid vs", "sample_s_per_image")
+    for metric, x, make in (("fid", "flops_train_total", figure_shared),
+                            ("val_loss_best", "params_non_embedding", figure_panels)):
+        fits = fit_groups(rows, metric, x, point_keys=SCALING_POINT_KEYS, n_boot=200)
+        fig = make(rows, PlotSpec("p", metric, x), fits, "mnist5k", SCALING_POINT_KEYS)
+        texts = _texts(fig)
+        joined = "\n".join(texts)
+        assert not any(word in joined for word in raw), joined
+        assert "L=" not in joined.replace(" ", "") and r"\times10^{0}" not in joined
+        symbol = r"\mathrm{FID}=" if metric == "fid" else r"\mathrm{loss}="
+        assert symbol in joined and r"\alpha=" in joined and "5 seeds" in joined
+        assert "std over seeds" in joined  # several seeds: points are means with error bars
+        assert any(len(ax.containers) for ax in fig.axes)  # the error bars
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:  # legends sit outside their axes, so never over a line
+            if ax.get_legend():
+                box, area = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+                assert box.y1 <= area.y0 + 1, ax.get_title()
+        if make is figure_panels:
+            titles = [ax.get_title() for ax in fig.axes]
+            assert "VAR" in titles and "MAR" in titles and any("divided by" in t for t in titles)
+
+
+# ------------------------------------------------------------------------------- compare exponents
+def test_compare_exponents_says_differ_and_overlap():
+    rows = (seeded_rows("var", alpha=-0.30) + seeded_rows("ar", alpha=-0.10, rng_seed=1)
+            + seeded_rows("maskgit", alpha=-0.30, rng_seed=2))
+    fits = fit_groups(rows, "val_loss", "params", point_keys=SCALING_POINT_KEYS, n_boot=300)
+    verdict = {(p["a"], p["b"]): p["verdict"] for p in compare_exponents(fits)}
+    assert verdict == {("var", "ar"): "differ", ("var", "maskgit"): "overlap", ("ar", "maskgit"): "differ"}
+    two_points = fit_groups([r for r in rows if r["depth"] <= 2 and r["seed"] == 0], "val_loss", "params")
+    assert {p["verdict"] for p in compare_exponents(two_points)} == {"n/a"}  # no intervals
+
+
+# ------------------------------------------------------------------------------------ --points CLI
+def seeded_sweep(root: Path) -> None:
+    """var (alpha -0.3) and ar (alpha -0.1), 4 depths x 3 seeds, FID on both; mar flat (degenerate)."""
+    for paradigm, alpha in (("var", -0.3), ("ar", -0.1), ("mar", 0.0)):
+        for r in seeded_rows(paradigm, alpha=alpha, slopes=(-0.01, 0.0, 0.01), noise=0.01):
+            loss = r["val_loss"] if alpha else 0.27 + 0.002 * r["seed"] - 0.001 * r["depth"] % 2
+            fake_run(root, f"{paradigm}/d{r['depth']}s{r['seed']}", paradigm=paradigm, depth=r["depth"], steps=200,
+                     sweep="paradigms", seed=r["seed"], val_loss_best=loss, fid=loss * 30,
+                     sample_s_per_image=0.01 * r["depth"])
+
+
+def test_points_cli_end_to_end(tmp_path, capsys):
+    seeded_sweep(tmp_path / "runs")
+    first, again = tmp_path / "first", tmp_path / "again"
+    scaling_main(["--runs", str(tmp_path / "runs"), "--out", str(first), "--bootstrap", "200", "--no-plots"])
+    capsys.readouterr()
+    # the committed-study case: only a points.csv is there, and --runs says what to pass instead
+    with pytest.raises(SystemExit):
+        scaling_main(["--runs", str(first)])
+    err = capsys.readouterr().err
+    assert "no run (metrics.json)" in err and f"--points {first / 'points.csv'}" in err
+
+    scaling_main(["--points", str(first / "points.csv"), "--out", str(again), "--bootstrap", "200",
+                  "--compare-exponents"])
+    printed = capsys.readouterr().out
+    assert "36 finished generator run(s)" in printed and "3 seeds (0, 1, 2)" in printed
+    assert "var vs ar" in printed and "differ" in printed and "DEGENERATE" in printed
+    a, b = (json.loads((d / "fits.json").read_text()) for d in (first, again))
+    fa, fb = (r["fits"]["var"]["val_loss_best"]["params_non_embedding"]["power_law"] for r in (a, b))
+    assert fa["alpha"] == fb["alpha"] and fa["ci"] == fb["ci"]  # the same fit from the points as from the runs
+    assert (fb["n"], fb["points"], fb["seeds"], fb["ci"]["method"]) == (12, 4, {"min": 3, "max": 3}, "seeds")
+    assert fb["equation"].startswith("loss = (")
+    assert b["fits"]["var"]["fid"]["flops_train_total"]["power_law"]["equation"].startswith("FID = (")
+    mar = b["fits"]["mar"]["val_loss_best"]["params_non_embedding"]["power_law"]
+    assert mar["degenerate"] and any(f["paradigm"] == "mar" and f["fitted"] for f in b["flagged"])
+    assert "mar" in (again / "fits.md").read_text() and "no power-law trend" in (again / "fits.md").read_text()
+    exps = json.loads((again / "exponents.json").read_text())["comparisons"][0]
+    assert exps["metric"] == "val_loss_best" and exps["x"] == "params_non_embedding"
+    assert {(p["a"], p["b"]): p["verdict"] for p in exps["pairs"]}[("var", "ar")] == "differ"
+    assert "**differ**" in (again / "exponents.md").read_text()
+    for name in ("loss_vs_params", "loss_vs_compute", "token_error_vs_compute", "fid_vs_compute",
+                 "fid_vs_sampling_time"):
+        for ext in ("png", "pdf"):
+            assert (again / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
+    # without --out the re-plot lands next to its points.csv
+    scaling_main(["--points", str(again), "--bootstrap", "50", "--no-plots"])
+    assert "wrote points.csv" in capsys.readouterr().out and (again / "fits.md").is_file()
+    for argv, message in [(["--points", str(again), "--runs", str(first)], "not both"),
+                          (["--points", str(again), "--source", "wandb", "--project", "p"], "--source local")]:
+        with pytest.raises(SystemExit):
+            scaling_main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_wandb_group_cli_with_seeds(tmp_path, monkeypatch, capsys):
+    """--source wandb reads a group's run summaries (the W&B API faked) and fits its seeds together."""
+    import wandb
+
+    runs = [FakeRun({"task": "generator", "status": "finished", "sweep": "paradigms", "steps": 200, "batch_size": 32,
+                     **{k: v for k, v in r.items() if k != "params"}, "params_non_embedding": r["params"],
+                     "val_loss_best": r["val_loss"]}, rid=f"r{i}")
+            for i, r in enumerate(seeded_rows("var", slopes=(-0.01, 0.0, 0.01)))]
+    api = FakeApi(runs)
+    monkeypatch.setattr(wandb, "Api", lambda timeout=30: api)
+    scaling_main(["--source", "wandb", "--project", "genarena", "--group", "paradigms", "--out", str(tmp_path),
+                  "--bootstrap", "100", "--no-plots"])
+    assert api.calls == [("genarena", {"group": "paradigms"})]
+    assert "12 finished generator run(s) from wandb:genarena group=paradigms" in capsys.readouterr().out
+    fit = json.loads((tmp_path / "fits.json").read_text())["fits"]["var"]["val_loss_best"]["params_non_embedding"]
+    assert fit["power_law"]["n"] == 12 and fit["power_law"]["ci"]["method"] == "seeds"
+
+
+def test_committed_study_replots_from_its_points():
+    """experiments/scaling/paradigms_mnist5k/points.csv re-fits to the exponents its README reports."""
+    study = Path(__file__).resolve().parents[1] / "experiments" / "scaling" / "paradigms_mnist5k"
+    runs = read_points([study / "points.csv"]).runs
+    assert len(runs) == 16
+    fits = fit_groups(runs, "val_loss_best", "params_non_embedding", point_keys=SCALING_POINT_KEYS, n_boot=0)
+    alphas = {p: round(f["power_law"].alpha, 3) for p, f in fits.items()}
+    assert alphas == {"var": -0.06, "ar": -0.072, "maskgit": -0.024, "mar": -0.025}
 
 
 # ---------------------------------------------------------------------------------------- presets
