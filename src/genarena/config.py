@@ -34,7 +34,6 @@ TASKS = ("tokenizer", "classifier", "generator")
 DATA_CHANNELS = (1, 3)
 RECON_LOSSES = ("l1", "l2")
 CFG_SCHEDULES = ("constant", "linear")
-AR_POS_EMBEDS = ("rope2d", "learned")
 OPTIM_SCHEDULES = ("cosine", "linear", "constant")
 LOGGERS = ("wandb", "csv", "none")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
@@ -633,9 +632,9 @@ def validate(cfg: DictConfig) -> None:
 
         check_choice("generator.init", cfg.generator.init, INITS)
     if cfg.generator.name == "ar":
-        from genarena.generators.ar import BACKBONES  # lazy: as above
+        from genarena.generators.ar import BACKBONES, POS_EMBEDS  # lazy: as above
 
-        check_choice("generator.pos_embed", cfg.generator.pos_embed, AR_POS_EMBEDS)
+        check_choice("generator.pos_embed", cfg.generator.pos_embed, POS_EMBEDS)
         check_choice("generator.backbone", cfg.generator.backbone, BACKBONES)
         if cfg.generator.backbone == "llama" and cfg.generator.pos_embed != "rope2d":
             raise ConfigError(f"generator.pos_embed={cfg.generator.pos_embed!r} is not accepted with "

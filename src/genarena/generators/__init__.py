@@ -22,7 +22,12 @@ VARIANTS: dict[str, tuple[str, dict[str, type[Generator]]]] = {"mar": ("order", 
 
 NON_ARCHITECTURE_KEYS = ("name", "sampling")
 # architecture keys added after configs were saved without them, with the value those configs were trained with
-ADDED_KEYS: dict[str, dict[str, Any]] = {"mar": {"backbone": "shared", "diffusion_loss": "eps"}}
+# (so that older checkpoints keep loading); new configs always carry them (conf/generator/*.yaml)
+ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "var": {"k_bias": True, "init": "shared", "init_adaln": 0.5, "init_adaln_gamma": 1e-5, "init_head": 0.02},
+    "ar": {"backbone": "shared", "ffn_multiple_of": 256},
+    "mar": {"backbone": "shared", "diffusion_loss": "eps"},
+}
 
 
 def generator_class(cfg: Mapping[str, Any]) -> tuple[type[Generator], tuple[str, ...]]:

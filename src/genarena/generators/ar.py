@@ -26,17 +26,18 @@ from genarena.generators.llama import LlamaHead, LlamaTransformer, llama_init, l
 from genarena.generators.sampling import guidance_weight, require_sampling, sample_logits, split_guided
 
 BACKBONES = ("shared", "llama")
+POS_EMBEDS = ("rope2d", "learned")  # 2-D rotary (LlamaGen) | learned absolute positions
 
 
 class RasterAR(Generator):
     name = "ar"
     requires = "discrete"
 
-    def __init__(self, tokenizer, num_classes: int, pos_embed: str, embed_dropout: float, backbone: str = "shared",
-                 ffn_multiple_of: int = 256, **shared) -> None:
+    def __init__(self, tokenizer, num_classes: int, pos_embed: str, embed_dropout: float, backbone: str,
+                 ffn_multiple_of: int, **shared) -> None:
         super().__init__(tokenizer, num_classes, **shared)
-        if pos_embed not in ("rope2d", "learned"):
-            raise ValueError(f"pos_embed={pos_embed!r}; choose rope2d or learned")
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed={pos_embed!r}; choose one of {', '.join(POS_EMBEDS)}")
         if backbone not in BACKBONES:
             raise ValueError(f"backbone={backbone!r}; choose one of {', '.join(BACKBONES)}")
         if backbone == "llama" and pos_embed != "rope2d":

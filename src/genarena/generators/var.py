@@ -39,9 +39,8 @@ class VAR(Generator):
     name = "var"
     requires = "multiscale"
 
-    def __init__(self, tokenizer, num_classes: int, k_bias: bool = True, init: str = "shared",
-                 init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
-                 **backbone) -> None:
+    def __init__(self, tokenizer, num_classes: int, k_bias: bool, init: str, init_adaln: float,
+                 init_adaln_gamma: float, init_head: float, **backbone) -> None:
         super().__init__(tokenizer, num_classes, **backbone)
         if init not in INITS:
             raise ValueError(f"init={init!r}; choose one of {', '.join(INITS)}")
