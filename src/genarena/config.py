@@ -474,9 +474,11 @@ def config_dir() -> Path:
     )
 
 
-def compose(config_name: str = "config", overrides: Sequence[str] = ()) -> DictConfig:
+def compose(config_name: str = "config", overrides: Sequence[str] = (), return_hydra_config: bool = False
+            ) -> DictConfig:
     """A root config of ``conf/`` (``config``, ``sample``, ``eval``, ``compare``) with Hydra overrides, inside or
-    outside a running Hydra app; a bad key or option raises :class:`ConfigError` naming it."""
+    outside a running Hydra app (with its ``hydra`` node if asked); a bad key or option raises
+    :class:`ConfigError` naming it."""
     from hydra import compose as hydra_compose  # lazy: model code imports this module without Hydra
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -485,9 +487,9 @@ def compose(config_name: str = "config", overrides: Sequence[str] = ()) -> DictC
     register_configs()
     try:
         if GlobalHydra.instance().is_initialized():
-            return hydra_compose(config_name, overrides=list(overrides))
+            return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return hydra_compose(config_name, overrides=list(overrides))
+            return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
     except HydraException as e:
         raise ConfigError(f"{' '.join(overrides)}: {e}") from None
 
