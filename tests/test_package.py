@@ -45,4 +45,4 @@ def test_wheel_ships_the_configs_and_runs_from_another_directory(tmp_path):
                           env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"CONF {tmp_path / 'site' / 'genarena' / 'conf'}" in proc.stdout
-    assert "tokenizer: kl, msvq, vq" in proc.stdout
+    assert "generator: ar, mar, maskgit, var" in proc.stdout and "tokenizer: kl," in proc.stdout
