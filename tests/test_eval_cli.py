@@ -158,3 +158,44 @@ def test_wandb_run_is_found_and_failures_are_one_warning(tmp_path, monkeypatch, 
         assert log_evaluation_to_wandb(tmp_path, {"fid": 1.0}) is False
     assert len(caplog.records) == 1 and "new2" in caplog.records[0].getMessage()
 
+
+
+def test_fid_against_written_statistics_equals_fid_against_the_split(workdir, monkeypatch):
+    eval_config()
+    val, labels = real_splits()["val"]
+    npz = write_npz(workdir / "samples.npz", val[::2], labels[::2])
+    stats = workdir / "stats" / "mnist5k_val.npz"
+    genarena_eval(monkeypatch, f"write_statistics={stats}", *DOMAIN)
+    with np.load(stats) as f:
+        assert f["mu"].shape == (32,) and f["sigma"].shape == (32, 32) and int(f["n"]) == 500
+        assert str(f["extractor"]).startswith("domain-")
+    genarena_eval(monkeypatch, f"images={npz}", *DOMAIN, "eval.metrics=[fid]", f"out={workdir / 'split'}")
+    genarena_eval(monkeypatch, f"images={npz}", *DOMAIN, "eval.metrics=[fid]", f"eval.fid_statistics_file={stats}",
+                  f"out={workdir / 'file'}")
+    against_split = read_json(workdir / "split" / "metrics.json")
+    against_file = read_json(workdir / "file" / "metrics.json")
+    assert against_file["eval_fid_reference"] == "mnist5k_val.npz" and "eval_n_real" not in against_file
+    assert against_file["fid"] == pytest.approx(against_split["fid"], rel=1e-4, abs=1e-4)
+    # statistics of another network are refused, not silently compared
+    np.savez(workdir / "other.npz", mu=np.zeros(32), sigma=np.eye(32), extractor=np.array("inception"))
+    with pytest.raises(SystemExit):
+        genarena_eval(monkeypatch, f"images={npz}", *DOMAIN, "eval.metrics=[fid]",
+                      f"eval.fid_statistics_file={workdir / 'other.npz'}")
+
+
+def test_adm_sample_layout_round_trips_through_eval(workdir, monkeypatch):
+    from genarena.cli import sample
+
+    run = fake_run(workdir)
+    eval_config()
+    for fmt in ("genarena", "adm"):
+        monkeypatch.setattr(sys, "argv", ["genarena-sample", f"ckpt={run}", "n=20", f"format={fmt}",
+                                          f"out={workdir / fmt}", "checkpoint=last"])
+        sample.main()
+    with np.load(workdir / "adm" / "samples.npz") as adm, np.load(workdir / "genarena" / "samples.npz") as ours:
+        assert adm["arr_0"].dtype == np.uint8 and adm["arr_0"].shape == (20, 16, 16, 3)
+        assert np.array_equal(adm["arr_0"][..., :1], ours["images"]) and np.array_equal(adm["arr_1"], ours["labels"])
+    for fmt in ("genarena", "adm"):
+        genarena_eval(monkeypatch, f"images={workdir / fmt / 'samples.npz'}", *DOMAIN, "eval.metrics=[fid]")
+    fids = [read_json(workdir / f / "eval" / "domain_n20_seed0" / "metrics.json")["fid"] for f in ("genarena", "adm")]
+    assert fids[0] == pytest.approx(fids[1])

@@ -41,6 +41,7 @@ EVAL_EXTRACTORS = ("auto", "inception", "domain")  # auto: Inception when its we
 EVAL_SPLITS = ("train", "val")
 EVAL_METRICS = ("fid", "isc", "kid", "prc")
 CHECKPOINT_SELECTIONS = ("best", "last")  # of a run directory: lowest val/loss | end of training
+SAMPLE_FORMATS = ("genarena", "adm")  # samples.npz: images (N, H, W, C) + labels | ADM's arr_0 (N, H, W, 3) + arr_1
 # trainer.* keys genarena reads itself; every other trainer key is a lightning.Trainer argument
 GENARENA_TRAINER_KEYS = ("compile", "num_threads")
 # Trainer arguments genarena sets from other groups (loggers, callbacks, the run directory)
@@ -284,6 +285,7 @@ class EvalConfig:
     metrics: list[str] = MISSING  # fid, isc, kid, prc
     seed: int = MISSING
     checkpoint: str = MISSING  # which checkpoint of a run directory is sampled: best (lowest val/loss) | last
+    fid_statistics_file: str | None = None  # FID against precomputed statistics (an .npz with mu, sigma)
 
 
 @dataclass
@@ -347,6 +349,7 @@ class SampleCommandConfig:
     ema: bool = MISSING  # the run's averaged (EMA) weights when it kept them
     checkpoint: str = MISSING  # best | last, for a run directory
     device: str | None = None  # cpu, cuda, cuda:1 ...; None: cuda when available
+    format: str = MISSING  # genarena | adm (samples.npz with arr_0 uint8 N x H x W x 3 and arr_1 labels)
     sampling: Any = MISSING  # overrides of the run's generator.sampling (see SamplingOverrides)
 
 
@@ -357,6 +360,7 @@ class EvalCommandConfig(RootConfig):
     ckpt: str | None = None  # a generator run directory or checkpoint: sample eval.num_samples images
     images: str | None = None  # or saved images: a folder of PNGs or an .npz, compared with `data=`
     n: int | None = None  # images=: evaluate the first n (None: all)
+    write_statistics: str | None = None  # instead: write the FID statistics of data's eval.split to this .npz
     out: str | None = None  # where metrics.json goes (default <run or images dir>/eval/<extractor>_n<N>_seed<s>)
     ema: bool = MISSING
     device: str | None = None

@@ -26,7 +26,7 @@ from genarena.generators import Generator, load_generator
 from genarena.generators.generate import Generated, balanced_labels, generate, merge_sampling
 from genarena.image_files import load_images, save_samples
 from genarena.lit.loggers import log_evaluation_to_wandb
-from genarena.metrics.fidelity import Evaluator
+from genarena.metrics.fidelity import Evaluator, fid_statistics, write_fid_statistics
 from genarena.runs import EVAL_DIR, update_metrics, write_metrics
 from genarena.tokenizers import Tokenizer
 from genarena.training.classifier import classifier_provider
@@ -121,3 +121,16 @@ def evaluate_images(cfg: DictConfig, images: str | Path, *, n: int | None = None
     src = Path(images).expanduser()
     out = Path(out) if out else default_out(src if src.is_dir() else src.parent, scalars, cfg.eval.seed)
     return {**scalars, "metrics_path": str(write_metrics(out, scalars))}
+
+
+def write_reference_statistics(cfg: DictConfig, path: str | Path) -> dict[str, Any]:
+    """FID statistics (``mu``, ``sigma``) of ``cfg.data``'s ``eval.split`` with the evaluation's extractor, written to
+    ``path`` for ``eval.fid_statistics_file``; returns what was written."""
+    check_eval_options(cfg.eval)
+    evaluator = make_evaluator(cfg)
+    real, _ = evaluator.real
+    stats = fid_statistics(real, evaluator.extractor, cfg.eval.batch_size)
+    source = f"{cfg.data.name} {cfg.eval.split} ({cfg.data.resolution}px)"
+    out = write_fid_statistics(path, stats, evaluator.extractor, len(real), source)
+    return {"path": str(out), "n": len(real), "source": source, "extractor": evaluator.extractor.cache_tag,
+            "dim": int(stats["mu"].shape[0])}

@@ -3,6 +3,8 @@
 
     genarena-eval ckpt=runs/generator_var_mnist5k/<time> eval.num_samples=1000 sampling.cfg=2.0
     genarena-eval images=samples/var/samples.npz data=mnist5k eval.extractor=domain eval.metrics=[fid,kid]
+    genarena-eval write_statistics=stats/mnist5k_val.npz data=mnist5k eval.extractor=domain   (then
+    eval.fid_statistics_file=stats/mnist5k_val.npz scores FID against it, as papers do with ADM's reference .npz)
 
 With ``ckpt=`` it samples ``eval.num_samples`` images (labels balanced over the classes) and compares them
 with the run's own data (``data.<key>=`` overrides refine it); with ``images=`` it compares them with ``data=``.
@@ -22,8 +24,15 @@ from genarena.errors import ConfigError
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    from genarena.evaluation import evaluate_images, evaluate_run  # lazy: torch loads only when evaluation starts
+    from genarena.evaluation import evaluate_images, evaluate_run, write_reference_statistics  # lazy: torch
 
+    if cfg.write_statistics:
+        if cfg.ckpt or cfg.images:
+            raise ConfigError("write_statistics= writes the statistics of data's eval.split; drop ckpt= / images=")
+        done = write_reference_statistics(cfg, cfg.write_statistics)
+        print(f"wrote {done['path']}: FID statistics ({done['dim']}-d {done['extractor']} features) of "
+              f"{done['n']} images, {done['source']}")
+        return done
     if bool(cfg.ckpt) == bool(cfg.images):
         raise ConfigError("give exactly one of ckpt=<run dir or checkpoint> and images=<folder or .npz>")
     given = task_overrides()
@@ -40,8 +49,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         out = evaluate_images(cfg, cfg.images, n=cfg.n, out=cfg.out)
     shown = {k: v for k, v in out.items() if k in ("fid", "isc_mean", "kid_mean", "precision", "recall", "class_acc")}
-    print(f"{out['eval_n']} images vs {out['eval_n_real']} real ({out['eval_data']} {out['eval_split']}, "
-          f"{out['eval_extractor']} features): " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    against = (f"{out['eval_n_real']} real ({out['eval_data']} {out['eval_split']}" if "eval_n_real" in out
+               else f"the statistics {out['eval_fid_reference']} (")
+    print(f"{out['eval_n']} images vs {against}, {out['eval_extractor']} features): "
+          + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
     print(f"wrote {out['metrics_path']}")
     return out
 

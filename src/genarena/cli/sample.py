@@ -2,7 +2,8 @@
 
     genarena-sample ckpt=runs/generator_var_mnist5k/<time> n=64 seed=0 sampling.cfg=2.0 out=samples/var
 
-Writes ``grid.png``, ``samples.npz`` (uint8 N x H x W x C and labels) and ``meta.json`` into ``out``.
+Writes ``grid.png``, ``samples.npz`` (uint8 N x H x W x C and labels; ``format=adm``: ADM's evaluator layout,
+``arr_0`` uint8 N x H x W x 3 and ``arr_1``) and ``meta.json`` into ``out``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from genarena.cli.app import run_app
-from genarena.config import CHECKPOINT_SELECTIONS, check_choice, to_dict
+from genarena.config import CHECKPOINT_SELECTIONS, SAMPLE_FORMATS, check_choice, to_dict
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -20,6 +21,7 @@ def sample(cfg: DictConfig) -> Path:
     from genarena.image_files import save_samples  # lazy: as above
 
     check_choice("checkpoint", cfg.checkpoint, CHECKPOINT_SELECTIONS)
+    check_choice("format", cfg.format, SAMPLE_FORMATS)
     run = load(cfg.ckpt, checkpoint=cfg.checkpoint, ema=cfg.ema, device=cfg.device)
     labels = run.labels(cfg.n, cfg.labels if isinstance(cfg.labels, str) else list(cfg.labels))
     result = run.generate(labels, seed=cfg.seed, batch_size=cfg.batch_size, progress=True, **to_dict(cfg.sampling))
@@ -27,7 +29,7 @@ def sample(cfg: DictConfig) -> Path:
     meta = {"ckpt": str(run.checkpoint), "paradigm": run.config.generator.name, "n": len(labels), "seed": cfg.seed,
             "sampling": {**run.sampling, **{k: v for k, v in to_dict(cfg.sampling).items() if v is not None}},
             "weights": run.config.weights, "seconds_per_image": result.seconds_per_image}
-    save_samples(out, result.images, result.labels, run.num_classes, meta)
+    save_samples(out, result.images, result.labels, run.num_classes, meta, fmt=cfg.format)
     print(f"wrote {len(labels)} samples to {out} ({result.seconds_per_image:.4f} s/image)")
     return out
 

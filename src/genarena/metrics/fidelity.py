@@ -18,17 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch_fidelity
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from genarena.config import EVAL_METRICS
 from genarena.data import ImageDataModule
-from genarena.errors import ConfigError
+from genarena.errors import ConfigError, DataError
 from genarena.metrics.classifier import load_classifier
 from genarena.metrics.extractors import DOMAIN_EXTRACTOR, ClassifierProvider, Extractor, resolve_extractor
 
@@ -182,6 +185,67 @@ def fidelity_metrics(fake: Tensor, real: Tensor, extractor: Extractor, metrics: 
     return out
 
 
+# ------------------------------------------------------------------- reference FID statistics
+def fid_layer(extractor: Extractor) -> str:
+    """The feature layer FID uses with ``extractor`` (Inception: pool3 ``2048``; domain: ``pool``)."""
+    return FEATURE_EXTRACTORS_REGISTRY[extractor.fidelity_name].get_default_feature_layer_for_metric("fid")
+
+
+def fid_statistics(images: Tensor, extractor: Extractor, batch_size: int) -> dict[str, np.ndarray]:
+    """``{"mu": (D,), "sigma": (D, D)}`` of uint8 ``images (N, C, H, W)`` in ``extractor``'s FID layer."""
+    layer = fid_layer(extractor)
+    cuda = torch.cuda.is_available()
+    net = create_feature_extractor(extractor.fidelity_name, [layer], cuda=cuda, verbose=False,
+                                   feature_extractor_weights_path=str(extractor.weights))
+    features = get_featuresdict_from_dataset(RGBImages(images), net, batch_size, cuda, True, False)[layer]
+    return fid_features_to_statistics(features)
+
+
+def write_fid_statistics(path: str | Path, stats: dict[str, np.ndarray], extractor: Extractor, n: int,
+                         source: str) -> Path:
+    """An ``.npz`` with ``mu`` and ``sigma`` (the layout of ADM's reference batches and of most papers' FID
+    statistics) plus what they were computed with: ``extractor`` (e.g. ``domain-<digest>``), ``n``, ``source``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, mu=stats["mu"], sigma=stats["sigma"], extractor=np.array(extractor.cache_tag),
+             n=np.array(n), source=np.array(source))
+    return path
+
+
+def read_fid_statistics(path: str | Path, extractor: Extractor) -> dict[str, np.ndarray]:
+    """``mu`` and ``sigma`` of a statistics ``.npz``; an ``extractor`` entry that names another extractor than the
+    one evaluating is an error (a file without one, e.g. ADM's, is taken as computed with ``extractor``)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"eval.fid_statistics_file={path} does not exist; write one with `genarena-eval "
+                          "write_statistics=<file.npz> data=<option> eval.split=<split>`")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            stats = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"eval.fid_statistics_file={p} is not a readable .npz ({type(e).__name__}: {e})") from None
+    missing = [k for k in ("mu", "sigma") if k not in stats]
+    if missing:
+        raise DataError(f"eval.fid_statistics_file={p} has no {' / '.join(missing)} (found {', '.join(stats)}); "
+                        "it must hold FID statistics mu (D,) and sigma (D, D)")
+    made_with = str(stats["extractor"]) if "extractor" in stats else None
+    if made_with is not None and made_with != extractor.cache_tag:
+        raise ConfigError(f"eval.fid_statistics_file={p} was computed with the {made_with} extractor, but this "
+                          f"evaluation uses {extractor.cache_tag}; FIDs are comparable only with the same features")
+    return {"mu": stats["mu"], "sigma": stats["sigma"]}
+
+
+def fid_against_statistics(fake: Tensor, extractor: Extractor, reference: dict[str, np.ndarray],
+                           batch_size: int) -> float:
+    """FID of uint8 ``fake`` images against precomputed reference statistics (e.g. ADM's ImageNet ``.npz``)."""
+    stats = fid_statistics(fake, extractor, batch_size)
+    if reference["mu"].shape != stats["mu"].shape:
+        raise ConfigError(f"the reference statistics have {reference['mu'].shape[0]}-dimensional features but the "
+                          f"{extractor.kind} extractor gives {stats['mu'].shape[0]}; they come from another network")
+    reference = {k: reference[k].astype(stats[k].dtype) for k in ("mu", "sigma")}
+    return float(fid_statistics_to_metric(stats, reference, False)[torch_fidelity.KEY_METRIC_FID])
+
+
 @torch.no_grad()
 def class_accuracy(images: Tensor, labels: Tensor, classifier: str | Path, batch_size: int = 256) -> float:
     """Fraction of uint8 images ``(N, C, H, W)`` the domain classifier assigns to their label ``(N,)``."""
@@ -250,14 +314,20 @@ class Evaluator:
         ``class_acc`` when ``labels (N,)`` are given, and ``eval_*`` keys naming what was compared."""
         self.check_images(images)
         metrics = list(self.cfg.eval.metrics if metrics is None else metrics)
-        real, _ = self.real
-        out: dict[str, Any] = {
-            "eval_n": len(images), "eval_n_real": len(real), "eval_split": self.split, "eval_data": self.data_cfg.name,
-            **self.extractor.describe(),
-        }
-        out.update(fidelity_metrics(images, real, self.extractor, metrics, cache_root=self.cache_root,
-                                    real_cache_name=self.reference_name, batch_size=self.cfg.eval.batch_size,
-                                    seed=self.cfg.eval.seed))
+        out: dict[str, Any] = {"eval_n": len(images), "eval_split": self.split, "eval_data": self.data_cfg.name,
+                               **self.extractor.describe()}
+        stats_file = self.cfg.eval.fid_statistics_file
+        if stats_file and "fid" in metrics:  # FID against the given statistics; the other metrics need real images
+            reference = read_fid_statistics(stats_file, self.extractor)
+            out["fid"] = fid_against_statistics(images, self.extractor, reference, self.cfg.eval.batch_size)
+            out["eval_fid_reference"] = Path(stats_file).name
+            metrics = [m for m in metrics if m != "fid"]
+        if metrics:
+            real, _ = self.real
+            out["eval_n_real"] = len(real)
+            out.update(fidelity_metrics(images, real, self.extractor, metrics, cache_root=self.cache_root,
+                                        real_cache_name=self.reference_name, batch_size=self.cfg.eval.batch_size,
+                                        seed=self.cfg.eval.seed))
         if labels is not None:
             out["class_acc"] = class_accuracy(images, labels, self.classifier_file(), self.cfg.eval.batch_size)
         return out
