@@ -379,7 +379,8 @@ class CompareOptions:
     num_samples: int = MISSING
     batch_size: int = MISSING
     grid_per_class: int = MISSING
-    seed: int = MISSING
+    seed: int = MISSING  # the sampling seed of the evaluation
+    seeds: list[int] = MISSING  # training seeds: every paradigm is trained and evaluated once per seed
 
 
 @dataclass

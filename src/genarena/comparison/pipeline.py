@@ -116,8 +116,9 @@ def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def train_stages(opts: DictConfig, common: list[str], runs_dir: Path, stage_min: dict[str, float]
-                 ) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Stages 2 and 3: the tokenizer and generator multiruns; returns the newest finished runs of each."""
+                 ) -> tuple[dict[str, Path], dict[tuple[str, int], Path]]:
+    """Stages 2 and 3: the tokenizer multirun (once) and the generator multirun (every paradigm x training seed);
+    returns the newest finished tokenizer runs and generator runs per (paradigm, seed)."""
     t = time.perf_counter()
     banner(2, f"tokenizers {list(opts.tokenizers)}")
     rc = run_sweep(["task=tokenizer", f"tokenizer={','.join(opts.tokenizers)}", *as_overrides(opts.tokenizer_args),
@@ -129,45 +130,70 @@ def train_stages(opts: DictConfig, common: list[str], runs_dir: Path, stage_min:
 
     t = time.perf_counter()
     paradigms = [g for g in opts.generators if tokenizer_for(g) in tok_runs]
-    banner(3, f"generators {paradigms}")
+    seeds = [int(s) for s in opts.seeds]
+    banner(3, f"generators {paradigms} x seeds {seeds}")
     if paradigms:
         rc = run_sweep(["task=generator", f"generator={','.join(paradigms)}", "tokenizer.ckpt=auto",
-                        *as_overrides(opts.generator_args), *common])
+                        f"seed={','.join(map(str, seeds))}", *as_overrides(opts.generator_args), *common])
         if rc != 0:
             print(f"the generator sweep exited with {rc}; evaluating the runs that finished", flush=True)
-    gen_runs = {k: v for k, v in newest_finished_runs(runs_dir, "generator", "paradigm").items()
-                if k in opts.generators}
+    gen_runs = {(p, s): d for s in seeds for p, d in newest_finished_runs(runs_dir, "generator", "paradigm",
+                                                                       seed=s).items() if p in opts.generators}
     stage_min["generators"] = (time.perf_counter() - t) / 60
     if not gen_runs:
         raise GenArenaError(f"genarena-compare: no generator run finished under {runs_dir}; see the logs above")
     return tok_runs, gen_runs
 
 
-def evaluate_paradigms(opts: DictConfig, evaluator: Evaluator, checkpoint: str, gen_runs: dict[str, Path],
-                       panels: dict[str, torch.Tensor], device: str) -> list[dict[str, Any]]:
-    """One result row per finished paradigm: training facts from its metrics.json plus sampled-image scores."""
+def evaluate_paradigms(opts: DictConfig, evaluator: Evaluator, checkpoint: str,
+                       gen_runs: dict[tuple[str, int], Path], panels: dict[str, torch.Tensor],
+                       device: str) -> list[dict[str, Any]]:
+    """One result row per finished (paradigm, training seed): training facts from its metrics.json plus
+    sampled-image scores; the samples of each paradigm's first seed make its panel."""
     rows = []
     for paradigm in opts.generators:
-        if paradigm not in gen_runs:
-            continue
-        run_dir = gen_runs[paradigm]
-        run_metrics = json.loads((run_dir / "metrics.json").read_text())
-        generator, tokenizer, hp = load_generator(resolve_checkpoint(run_dir, checkpoint))
-        sampling = dict(hp["generator"]["sampling"])
-        scalars, result = score_generator(generator, tokenizer, hp, evaluator, sampling, opts.num_samples, opts.seed,
-                                          opts.batch_size, device)
-        panels[paradigm] = class_grid(result.images, result.labels, opts.grid_per_class)
-        row = {
-            "paradigm": paradigm, "tokenizer": hp["tokenizer"]["name"], "params": run_metrics.get("params"),
-            "train_gflops": (run_metrics.get("flops_train_total") or math.nan) / 1e9,
-            "train_min": (run_metrics.get("train_time_s") or math.nan) / 60, "val_loss": run_metrics.get("val_loss"),
-            "val_loss_best": run_metrics.get("val_loss_best"), "steps": run_metrics.get("steps"),
-            "run_dir": str(run_dir), **scalars,
-        }
-        rows.append(row)
-        print(f"{paradigm}: FID {row.get('fid', math.nan):.2f}, class acc {row.get('class_acc', math.nan):.3f}, "
-              f"{row['sample_s_per_image']:.4f} s/image", flush=True)
+        for seed in [int(s) for s in opts.seeds]:
+            if (paradigm, seed) not in gen_runs:
+                continue
+            run_dir = gen_runs[paradigm, seed]
+            run_metrics = json.loads((run_dir / "metrics.json").read_text())
+            generator, tokenizer, hp = load_generator(resolve_checkpoint(run_dir, checkpoint))
+            sampling = dict(hp["generator"]["sampling"])
+            scalars, result = score_generator(generator, tokenizer, hp, evaluator, sampling, opts.num_samples,
+                                              opts.seed, opts.batch_size, device)
+            panels.setdefault(paradigm, class_grid(result.images, result.labels, opts.grid_per_class))
+            row = {
+                "paradigm": paradigm, "seed": seed, "tokenizer": hp["tokenizer"]["name"],
+                "params": run_metrics.get("params"),
+                "train_gflops": (run_metrics.get("flops_train_total") or math.nan) / 1e9,
+                "train_min": (run_metrics.get("train_time_s") or math.nan) / 60,
+                "val_loss": run_metrics.get("val_loss"),
+                "val_loss_best": run_metrics.get("val_loss_best"), "steps": run_metrics.get("steps"),
+                "run_dir": str(run_dir), **scalars,
+            }
+            rows.append(row)
+            print(f"{paradigm} (seed {seed}): FID {row.get('fid', math.nan):.2f}, class acc "
+                  f"{row.get('class_acc', math.nan):.3f}, {row['sample_s_per_image']:.4f} s/image", flush=True)
     return rows
+
+
+def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per paradigm: the first seed's row with every numeric column replaced by its mean over seeds, plus
+    ``<column>_std`` (sample standard deviation; 0 with one seed), ``<column>_seeds`` (each seed's value) and
+    ``seeds`` (how many)."""
+    out = []
+    for paradigm in dict.fromkeys(r["paradigm"] for r in rows):
+        group = [r for r in rows if r["paradigm"] == paradigm]
+        agg = dict(group[0], seeds=len(group), seed_list=[r["seed"] for r in group])
+        for key, value in group[0].items():
+            values = [r.get(key) for r in group]
+            if key == "seed" or isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in values):
+                continue
+            mean = sum(values) / len(values)
+            var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+            agg[key], agg[f"{key}_std"], agg[f"{key}_seeds"] = mean, math.sqrt(var), values
+        out.append(agg)
+    return out
 
 
 def reference_rows(cfg: DictConfig, opts: DictConfig, evaluator: Evaluator, tok_runs: dict[str, Path]
@@ -214,8 +240,9 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
     stage_min["classifier"] = (time.perf_counter() - t) / 60
 
     tok_runs, gen_runs = train_stages(opts, common, runs_dir, stage_min)
-    reused = sorted(f"{kind} {n}" for kind, runs in (("tokenizer", tok_runs), ("generator", gen_runs))
-                    for n, d in runs.items() if (d / "metrics.json").stat().st_mtime < started_at)
+    earlier = [(f"tokenizer {n}", d) for n, d in tok_runs.items()]
+    earlier += [(f"generator {p} (seed {s})", d) for (p, s), d in gen_runs.items()]
+    reused = sorted(name for name, d in earlier if (d / "metrics.json").stat().st_mtime < started_at)
 
     t = time.perf_counter()
     banner(4, f"evaluation: {opts.num_samples} samples per paradigm and reference row")
@@ -224,7 +251,8 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
     device = "cuda" if torch.cuda.is_available() else "cpu"
     real_val, val_labels = evaluator.real
     panels = {"real (val)": class_grid(real_val, val_labels, opts.grid_per_class)}
-    rows = evaluate_paradigms(opts, evaluator, cfg.eval.checkpoint, gen_runs, panels, device)
+    per_seed = evaluate_paradigms(opts, evaluator, cfg.eval.checkpoint, gen_runs, panels, device)
+    rows = over_seeds(per_seed)
     refs = reference_rows(cfg, opts, evaluator, tok_runs)
     stage_min["evaluation"] = (time.perf_counter() - t) / 60
 
@@ -241,7 +269,8 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
         "classifier_val_acc": cmeta.get("val_acc"), "seed": int(opts.seed), "batch_size": int(opts.batch_size),
         "checkpoint": cfg.eval.checkpoint, "device": device, "generator_args": as_overrides(opts.generator_args),
         "command": command, "hardware": hardware(),
-        "missing": [g for g in opts.generators if g not in gen_runs],
+        "missing": [f"{g} seed {s}" for g in opts.generators for s in opts.seeds if (g, int(s)) not in gen_runs],
+        "seeds": [int(s) for s in opts.seeds], "per_seed": per_seed,
         "tokenizer_runs": {k: str(v) for k, v in tok_runs.items()}, "stage_min": stage_min,
         "reused": (["domain classifier (cached)"] if classifier_cached else []) + reused,
         "total_min": (time.perf_counter() - start) / 60,

@@ -52,15 +52,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def save_frontier(rows: list[dict[str, Any]], refs: list[dict[str, Any]], path: Path, extractor: str, n: int) -> None:
     """FID and class accuracy vs sampling seconds per image (log x); the FID Pareto frontier as a line and the
-    reference rows (real images, tokenizer reconstructions) as labelled horizontal lines."""
+    reference rows (real images, tokenizer reconstructions) as labelled horizontal lines. Rows over several
+    training seeds carry error bars (sample std over seeds, ``<key>_std``)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     pts = [(r["sample_s_per_image"], r["fid"]) for r in rows]
-    for r in rows:
-        ax1.scatter(r["sample_s_per_image"], r["fid"], s=60, zorder=3)
-        ax1.annotate(r["paradigm"], (r["sample_s_per_image"], r["fid"]), textcoords="offset points", xytext=(6, 4))
-        ax2.scatter(r["sample_s_per_image"], r["class_acc"], s=60, zorder=3)
-        ax2.annotate(r["paradigm"], (r["sample_s_per_image"], r["class_acc"]), textcoords="offset points",
-                     xytext=(6, 4))
+    for i, r in enumerate(rows):
+        x = r["sample_s_per_image"]
+        label = r["paradigm"] + (f" ({r['seeds']} seeds)" if (r.get("seeds") or 1) > 1 else "")
+        for ax, key in ((ax1, "fid"), (ax2, "class_acc")):
+            ax.errorbar(x, r[key], yerr=r.get(f"{key}_std") or 0.0, xerr=r.get("sample_s_per_image_std") or 0.0,
+                        fmt="o", ms=7, capsize=3, color=f"C{i % 10}", zorder=3)
+            ax.annotate(label, (x, r[key]), textcoords="offset points", xytext=(6, 4))
     front = pareto_front(pts)
     if len(front) > 1:
         ax1.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto frontier")

@@ -21,32 +21,54 @@ REFERENCE_TABLE = [("reference", "paradigm", "{}"), ("FID", "fid", "{:.2f}"), ("
                    ("class acc", "class_acc", "{:.3f}")]
 
 
-def fmt(value: Any, spec: str) -> str:
+SEED_COLUMNS = ("fid", "isc_mean", "precision", "recall", "class_acc", "val_loss")  # shown per seed
+
+
+def fmt(value: Any, spec: str, std: Any = None) -> str:
+    """``value`` formatted by ``spec``; with a standard deviation over several seeds, ``mean ± std``."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     try:
-        return spec.format(value)
+        text = spec.format(value)
+        return text if std is None else f"{text} ± {spec.format(std)}"
     except (ValueError, TypeError):
         return str(value)
 
 
 def markdown_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]]) -> list[str]:
-    """Lines of a Markdown table with ``columns`` = (header, key, format) over ``rows``."""
+    """Lines of a Markdown table with ``columns`` = (header, key, format) over ``rows``; a row aggregated over
+    several seeds shows ``mean ± std`` where it has ``<key>_std``."""
     lines = ["| " + " | ".join(c for c, _, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(k), s) for _, k, s in columns) + " |" for r in rows]
+    for r in rows:
+        several = (r.get("seeds") or 1) > 1
+        lines.append("| " + " | ".join(fmt(r.get(k), s, r.get(f"{k}_std") if several else None)
+                                       for _, k, s in columns) + " |")
     return lines
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """``results.csv`` (one row per paradigm and reference) and ``results.json`` (with the meta data)."""
-    keys = sorted({k for r in rows + refs for k in r})
+    """``results.csv`` (one row per paradigm and seed, and per reference) and ``results.json`` (the rows over
+    seeds, each seed's rows, the references and the meta data)."""
+    per_seed = meta.get("per_seed") or rows
+    keys = sorted({k for r in per_seed + refs for k in r})
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
-        for r in rows + refs:
+        for r in per_seed + refs:
             writer.writerow(r)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "paradigms": rows, "references": refs}, indent=2,
-                                                 default=str))
+    meta = {k: v for k, v in meta.items() if k != "per_seed"}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "paradigms": rows, "per_seed": per_seed,
+                                                  "references": refs}, indent=2, default=str))
+
+
+def seeds_line(meta: dict[str, Any]) -> str:
+    """What the table's numbers are over: one training seed, or the mean ± sample std over several."""
+    seeds = meta.get("seeds") or [0]
+    if len(seeds) == 1:
+        return (f"- One training seed ({seeds[0]}): no error bars; `compare.seeds=[0,1,2]` gives mean ± std over "
+                "seeds, so a difference can be told from seed noise.")
+    return (f"- {len(seeds)} training seeds ({', '.join(map(str, seeds))}): every paradigm row is the mean ± sample "
+            "standard deviation over seeds (each seed below); reference rows do not depend on the seed.")
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
@@ -65,11 +87,18 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any
         f"its {meta.get('checkpoint', 'last')} checkpoint (`eval.checkpoint`), batch {meta['batch_size']}, "
         f"on {meta['device']}.",
         f"- Command: `{meta['command']}`; hardware: {meta['hardware']}; total wall time "
-        f"{meta['total_min']:.1f} min.", "",
+        f"{meta['total_min']:.1f} min.",
+        seeds_line(meta), "",
         "## Paradigms", "", *markdown_table(TABLE, rows),
         "", f"## Reference rows (floors of the FID above; same N = {n}, same {extractor} features)", "",
         *markdown_table(REFERENCE_TABLE, refs),
     ]
+    seeds = meta.get("seeds") or [0]
+    if len(seeds) > 1:
+        lines += ["", "## Each training seed", "", "| paradigm | seed | " + " | ".join(SEED_COLUMNS) + " |",
+                  "|---|---|" + "---|" * len(SEED_COLUMNS)]
+        lines += [f"| {r['paradigm']} | {r['seed']} | " + " | ".join(fmt(r.get(k), "{:.3f}") for k in SEED_COLUMNS)
+                  + " |" for r in meta["per_seed"]]
     if meta["reused"]:
         lines += ["", f"Reused from earlier runs (not trained by this invocation, so its wall time leaves them out; "
                       f"a reused generator's training time is in the table): {', '.join(meta['reused'])}."]
