@@ -8,6 +8,7 @@ the restored RNG state or data position the loss differs by more than 1e-4 (chec
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -214,3 +215,37 @@ def test_a_resumed_wandb_run_continues_the_same_wandb_run(tmp_path, monkeypatch)
     assert wandb_run_id(again) == run_id
     finish_wandb()
 
+
+
+
+FAKE_SUBMITIT = """
+import os, signal, sys
+from pathlib import Path
+def requeue(signum, frame):  # what submitit does on its signal: requeue the job, then exit
+    Path(os.environ["MARKER"]).write_text(" ".join(sorted(p.name for p in Path(os.environ["RUNS"]).rglob("*.ckpt"))))
+    sys.exit(-1)
+signal.signal(signal.SIGUSR2, requeue)
+signal.signal(signal.SIGTERM, lambda *a: None)  # submitit's SIGTERM handler only logs
+from genarena.cli.train import main
+sys.argv = ["genarena-train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_submitit_requeue_signal_writes_a_checkpoint_before_submitit_requeues(setup, tmp_path):
+    root, gen, reference = setup
+    runs_dir, marker = tmp_path / "runs", tmp_path / "requeued"
+    args = [*gen, f"paths.runs_dir={runs_dir}"]
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "MARKER": str(marker), "RUNS": str(runs_dir)}
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_SUBMITIT, *args], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    run = wait_for_checkpoint(runs_dir, proc).parent.parent
+    proc.send_signal(signal.SIGUSR2)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 255, out[-3000:]  # submitit's exit, after genarena's checkpoint
+    m = read_metrics(run)
+    assert m["status"] == "interrupted" and m["interrupted_reason"] == "SIGTERM"
+    assert Path(m["resume_point"]).name in marker.read_text().split()  # written before submitit requeued
+    resumed = run_training(compose_cfg(args))
+    assert abs(resumed["val_loss"] - reference["val_loss"]) < 1e-5 and resumed["sessions"] == 2
