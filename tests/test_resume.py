@@ -154,6 +154,19 @@ def test_resume_by_run_directory_by_checkpoint_and_never(setup, monkeypatch):
     assert longer["resumed_from"] == str(second / "checkpoints" / "last.ckpt")
 
 
+def test_ema_weights_are_resumed(setup, tmp_path, monkeypatch):
+    _, gen, _ = setup
+    ema = [*gen, "trainer.max_steps=60", "callbacks.ema.enabled=true", "callbacks.ema.decay=0.9"]
+    straight = run_training(compose_cfg([*ema, f"paths.runs_dir={tmp_path / 'straight'}"]))
+    interrupt_at(monkeypatch, 50)
+    with pytest.raises(SystemExit):
+        run_training(compose_cfg([*ema, f"paths.runs_dir={tmp_path / 'resumed'}"]))
+    monkeypatch.undo()
+    resumed = run_training(compose_cfg([*ema, f"paths.runs_dir={tmp_path / 'resumed'}"]))
+    assert Path(resumed["resumed_from"]).name == "step000040.ckpt"
+    assert abs(resumed["val_loss"] - straight["val_loss"]) < 1e-5  # validation uses the averaged weights
+
+
 def test_resume_values_that_cannot_work_are_clear_errors(setup, tmp_path):
     root, gen, _ = setup
     base = [*gen, f"paths.runs_dir={tmp_path / 'runs'}"]
