@@ -20,6 +20,7 @@ from genarena.errors import ConfigError
 from genarena.generators import load_generator
 from genarena.lit.callbacks import ImageGridCallback, StepProgressBar
 from genarena.lit.evaluation import PeriodicEvalCallback
+from genarena.lit.resume import PeriodicCheckpoint
 from genarena.training import build_trainer, run_training
 from genarena.training.trainer import build_callbacks
 
@@ -50,9 +51,10 @@ def test_trainer_keys_that_cannot_work_are_rejected(tmp_path, override, message)
 def test_default_callbacks_and_their_switches(tmp_path):
     cfg = compose_cfg(["task=generator", "eval.every_n_steps=5"])
     kinds = [type(c) for c in build_callbacks(cfg, tmp_path, has_logger=True)]
-    assert kinds == [ModelCheckpoint, ModelCheckpoint, LearningRateMonitor, ImageGridCallback, PeriodicEvalCallback,
-                     ModelSummary, StepProgressBar]
-    checkpoint, best = build_callbacks(cfg, tmp_path, has_logger=True)[:2]
+    # the periodic (resume) checkpoint comes last: a save after a validation holds the best checkpoint's new state
+    assert kinds == [ModelCheckpoint, LearningRateMonitor, ImageGridCallback, PeriodicEvalCallback,
+                     ModelSummary, StepProgressBar, PeriodicCheckpoint]
+    best, checkpoint = (build_callbacks(cfg, tmp_path, has_logger=True)[i] for i in (0, -1))
     assert checkpoint.dirpath == str(tmp_path / "checkpoints") and best.monitor == "val/loss"
     # no logger: no LR monitor; no progress bar or summary when the trainer has them off
     off = compose_cfg(["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"])

@@ -60,3 +60,29 @@ def sub_state_dict(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Entries under ``prefix.`` with the prefix removed."""
     n = len(prefix) + 1
     return {k[n:]: v for k, v in state_dict.items() if k.startswith(prefix + ".")}
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The ``global_step`` a Lightning checkpoint was saved at (memory-mapped: the weights are not read); -1 when
+    the file cannot be read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt.get("global_step", -1))
+    except Exception:  # a half-written file of a killed run, or not a checkpoint
+        return -1
+
+
+def resume_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoints of a run directory a resumed run can continue from: the periodic ``checkpoints/step*.ckpt``,
+    ``checkpoints/last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt`` (``best.ckpt`` is an earlier state)."""
+    run_dir = Path(run_dir)
+    ckpts = run_dir / "checkpoints"
+    found = list(ckpts.glob("step*.ckpt")) + list(ckpts.glob("last.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
+    return [p for p in found if p.is_file()]
+
+
+def newest_resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The resume checkpoint of ``run_dir`` with the highest step (the newest file on a tie); None without one."""
+    scored = [(checkpoint_step(p), p.stat().st_mtime, p) for p in resume_checkpoints(run_dir)]
+    scored = [s for s in scored if s[0] >= 0]
+    return max(scored)[2] if scored else None

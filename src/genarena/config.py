@@ -42,6 +42,7 @@ EVAL_SPLITS = ("train", "val")
 EVAL_METRICS = ("fid", "isc", "kid", "prc")
 CHECKPOINT_SELECTIONS = ("best", "last")  # of a run directory: lowest val/loss | end of training
 SAMPLE_FORMATS = ("genarena", "adm")  # samples.npz: images (N, H, W, C) + labels | ADM's arr_0 (N, H, W, 3) + arr_1
+RESUME_MODES = ("auto", "never")  # resume=: continue the newest interrupted run of the config | start afresh
 # trainer.* keys genarena reads itself; every other trainer key is a lightning.Trainer argument
 GENARENA_TRAINER_KEYS = ("compile", "num_threads")
 # Trainer arguments genarena sets from other groups (loggers, callbacks, the run directory)
@@ -310,7 +311,7 @@ class RootConfig:
     seed: int = MISSING
     sweep_name: str | None = None  # set by conf/sweep presets
     force: bool = False  # re-run a job even if an identical finished run exists
-    resume: str | None = None  # a checkpoint to resume training from
+    resume: str = MISSING  # auto | never | a run directory or .ckpt to continue (genarena.training.job)
     data: Any = MISSING
     tokenizer: Any = MISSING
     generator: Any = MISSING
@@ -436,6 +437,23 @@ def job_dir_name(num: Any, override_dirname: Any, *, _root_: DictConfig) -> str:
     return "_".join(part for part in (str(num), readable, config_digest(_root_)) if part)
 
 
+def slurm_tasks_per_node(devices: Any, gpus_per_node: Any) -> int:
+    """Resolver ``${genarena.tasks_per_node:${trainer.devices},${.gpus_per_node}}`` of the SLURM launcher: one task
+    per device Lightning uses on a node (Lightning runs one process per device and checks that SLURM started as
+    many). ``trainer.devices`` a number: that many; a list of device ids: its length; ``-1`` or ``auto`` (every
+    device of the node, ``trainer=ddp`` / ``fsdp``): ``gpus_per_node``, the GPUs SLURM gives each node."""
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices >= 1:
+        return devices
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        return len(devices)
+    if devices in (-1, "auto"):
+        return int(gpus_per_node)
+    raise ConfigError(f"trainer.devices={devices!r} cannot set SLURM's tasks per node; give a number of devices, a "
+                      "list of device ids, or -1 / auto with hydra.launcher.gpus_per_node=<GPUs per node>")
+
+
 def unique_suffix() -> str:
     """Resolver ``${genarena.unique:}``: 4 random hex digits, so two runs started in the same second differ."""
     return secrets.token_hex(2)
@@ -449,6 +467,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("genarena.first_set", first_set)
     if not OmegaConf.has_resolver("genarena.job_dir"):
         OmegaConf.register_new_resolver("genarena.job_dir", job_dir_name)
+    if not OmegaConf.has_resolver("genarena.tasks_per_node"):
+        OmegaConf.register_new_resolver("genarena.tasks_per_node", slurm_tasks_per_node)
     if not OmegaConf.has_resolver("genarena.unique"):
         OmegaConf.register_new_resolver("genarena.unique", unique_suffix, use_cache=True)
     cs = ConfigStore.instance()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from genarena.data.order import rand, sample_generator
 from genarena.errors import DataError
 
 
@@ -32,7 +33,8 @@ class ImageSplits:
 
 
 class ArrayImageDataset(Dataset):
-    """uint8 images ``(N, C, H, W)`` and int labels ``(N,)``; items are ``(float (C,H,W) in [-1,1], int)``."""
+    """uint8 images ``(N, C, H, W)`` and int labels ``(N,)``; items are ``(float (C,H,W) in [-1,1], int)``.
+    A key ``(index, seed)`` (the training sampler's) draws the random flip from that seed."""
 
     def __init__(self, images: Tensor, labels: Tensor, hflip: bool = False) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -42,9 +44,10 @@ class ArrayImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+    def __getitem__(self, key) -> tuple[Tensor, int]:
+        i, generator = sample_generator(key)
         x = self.images[i].float().div_(127.5).sub_(1.0)
-        if self.hflip and torch.rand(()) < 0.5:
+        if self.hflip and rand(generator) < 0.5:
             x = x.flip(-1)
         return x, int(self.labels[i])
 
@@ -215,9 +218,8 @@ class ImageFolderDataset(Dataset):
         import torchvision  # lazy: torchvision datasets load only for these sources
         from torchvision import transforms as T
 
+        self.hflip = hflip  # drawn per sample in __getitem__ (from the sampler's seed), not by torchvision
         steps = [T.Resize(resolution, antialias=True), T.CenterCrop(resolution)]
-        if hflip:
-            steps.append(T.RandomHorizontalFlip())
         steps += [T.Grayscale(1) if channels == 1 else T.Lambda(lambda im: im.convert("RGB")),
                   T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)]
         self.ds = torchvision.datasets.ImageFolder(str(folder), transform=T.Compose(steps))
@@ -228,8 +230,12 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.ds[i]
+    def __getitem__(self, key) -> tuple[Tensor, int]:
+        i, generator = sample_generator(key)
+        x, y = self.ds[i]
+        if self.hflip and rand(generator) < 0.5:
+            x = x.flip(-1)
+        return x, y
 
 
 def check_imagefolder_root(cfg) -> Path:

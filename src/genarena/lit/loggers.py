@@ -6,6 +6,7 @@ one warning line.
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,17 +59,51 @@ def resolve_wandb_mode(requested: str) -> str:
     return "online"
 
 
-def _csv(run_dir: Path) -> CSVLogger:
+class ResumedCSVLogger(CSVLogger):
+    """Lightning's CSV logger for a resumed run: ``metrics.csv`` keeps the earlier sessions' rows up to the step the
+    run resumes from (Lightning's own would delete the file), and the new session's rows follow."""
+
+    def __init__(self, save_dir: str, keep_until_step: int) -> None:
+        super().__init__(save_dir=save_dir, name="csv", version="")
+        self._kept: tuple[list[str], list[dict[str, str]]] | None = None
+        path = Path(self.log_dir) / "metrics.csv"
+        if path.is_file():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                rows = [r for r in reader if not r.get("step") or int(float(r["step"])) <= keep_until_step]
+                self._kept = (list(reader.fieldnames or []), rows)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None:
+            writer = CSVLogger.experiment.fget(self)  # Lightning's writer (it removes the old file)
+            if self._kept is not None:
+                keys, rows = self._kept
+                with open(writer.metrics_file_path, "w", newline="") as f:
+                    out = csv.DictWriter(f, fieldnames=keys)
+                    out.writeheader()
+                    out.writerows(rows)
+                writer.metrics_keys = list(keys)
+        return self._experiment
+
+
+def _csv(run_dir: Path, resume_step: int | None = None) -> CSVLogger:
+    if resume_step is not None:
+        return ResumedCSVLogger(str(run_dir), resume_step)
     return CSVLogger(save_dir=str(run_dir), name="csv", version="")
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None) -> Logger | bool:
-    """The logger selected by ``cfg.logger``; returns False for ``none``."""
+def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None, resume_id: str | None = None,
+                 resume_step: int | None = None) -> Logger | bool:
+    """The logger selected by ``cfg.logger``; returns False for ``none``. A run resumed in its own directory
+    continues its curves: ``resume_id`` is its W&B run (resumed by id), ``resume_step`` the step whose earlier
+    CSV rows ``csv/metrics.csv`` keeps."""
     lcfg = cfg.logger
     if lcfg.name == "none":
         return False
     if lcfg.name == "csv":
-        return _csv(run_dir)
+        return _csv(run_dir, resume_step)
     mode = resolve_wandb_mode(lcfg.mode)
     tags = list(lcfg.tags) + [t for t in (cfg.get("task"), cfg.get("sweep_name")) if t]
     if cfg.task == "generator":
@@ -75,6 +111,9 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None) -> Log
     kwargs = dict(project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=sorted(set(tags)),
                   job_type=lcfg.job_type, save_dir=str(run_dir), name=name or run_dir.name,
                   config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    if resume_id:
+        kwargs.update(id=resume_id, resume="allow")
+        log.info("W&B: resuming run %s", resume_id)
     for attempt in ([mode, "offline"] if mode == "online" else [mode]):
         try:
             logger = WandbLogger(mode=attempt, **kwargs)
@@ -83,7 +122,14 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None) -> Log
         except Exception as e:  # network errors, auth errors, a broken wandb install...
             log.warning("W&B could not start in %s mode (%s: %s)", attempt, type(e).__name__, e)
     log.warning("W&B unavailable: logging to CSV in %s instead", run_dir / "csv")
-    return _csv(run_dir)
+    return _csv(run_dir, resume_step)
+
+
+def wandb_run_id(logger: Logger | bool) -> str | None:
+    """The id of a W&B logger's run (what a resumed run continues), on the process that logs; else None."""
+    if isinstance(logger, WandbLogger) and isinstance(getattr(logger.experiment, "id", None), str):
+        return logger.experiment.id
+    return None
 
 
 def write_summary(logger: Logger | bool, metrics: dict) -> None:

@@ -20,6 +20,7 @@ from genarena.config import compose, to_dict
 from genarena.data import ImageDataModule
 from genarena.errors import CheckpointError
 from genarena.lit.classifier_module import ClassifierModule
+from genarena.lit.resume import training_time_s
 from genarena.metrics.classifier import classifier_cache_path, save_classifier
 from genarena.runs import write_metrics
 from genarena.training.trainer import build_trainer
@@ -36,16 +37,15 @@ def final_scalars(results: list[dict[str, float]]) -> dict[str, float]:
     return {k.replace("/", "_"): float(v) for d in results for k, v in d.items()}
 
 
-def train_classifier(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
+def train_classifier(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | None = None) -> dict[str, Any]:
     """Train the domain classifier of ``cfg.data`` and cache it (rank zero); returns the run's scalars."""
-    dm = ImageDataModule(cfg.data)
+    dm = ImageDataModule(cfg.data, cfg.seed)
     dm.setup()
     c = cfg.classifier
     module = ClassifierModule(cfg.data.channels, dm.num_classes, c.ch, c.feature_dim, cfg.optim, cfg.trainer.max_steps)
     trainer = build_trainer(cfg, run_dir, logger)
-    t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
-    wall = time.time() - t0
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    wall = training_time_s(trainer)
     scalars = final_scalars(trainer.validate(module, datamodule=dm, verbose=False))
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     meta = {"channels": cfg.data.channels, "num_classes": dm.num_classes, "ch": c.ch, "feature_dim": c.feature_dim,

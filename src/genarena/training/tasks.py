@@ -1,14 +1,14 @@
 """The training tasks: a tokenizer (stage 1) and a generator against a frozen tokenizer (stage 2).
 
-Each takes the composed config, the run directory and the logger, trains with the Trainer of
-:func:`~genarena.training.trainer.build_trainer`, saves ``checkpoints/last.ckpt`` and returns the run's
-scalars (what ``metrics.json`` records). The domain classifier task lives in
+Each takes the composed config, the run directory, the logger and the checkpoint to resume from (None: from
+the start), trains with the Trainer of :func:`~genarena.training.trainer.build_trainer`, saves
+``checkpoints/last.ckpt`` and returns the run's scalars (what ``metrics.json`` records; ``train_time_s`` adds
+up every session of a resumed run). The domain classifier task lives in
 :mod:`genarena.training.classifier`.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from genarena.data.token_cache import TokenDataModule
 from genarena.errors import ConfigError
 from genarena.lit.evaluation import PeriodicEvalCallback
 from genarena.lit.generator_module import GeneratorModule
+from genarena.lit.resume import training_time_s
 from genarena.lit.tokenizer_module import TokenizerModule
 from genarena.metrics.fidelity import Evaluator
 from genarena.tokenizers import load_tokenizer
@@ -29,9 +30,9 @@ from genarena.training.classifier import classifier_provider, final_scalars, num
 from genarena.training.trainer import build_callbacks, build_trainer
 
 
-def train_tokenizer(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
+def train_tokenizer(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | None = None) -> dict[str, Any]:
     """Train ``cfg.tokenizer`` on ``cfg.data``; returns PSNR, codebook usage, parameters, steps, time."""
-    dm = ImageDataModule(cfg.data)
+    dm = ImageDataModule(cfg.data, cfg.seed)
     dm.setup()
     val = dm.dataset("val")
     grid_images = torch.stack([val[i][0] for i in range(min(8, len(val)))])
@@ -40,9 +41,8 @@ def train_tokenizer(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
     if cfg.trainer.compile:
         module.tokenizer.compile()
     trainer = build_trainer(cfg, run_dir, logger)
-    t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
-    wall = time.time() - t0
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    wall = training_time_s(trainer)
     fitted = module.calibrate(dm.train_dataloader())
     final = final_scalars(trainer.validate(module, datamodule=dm, verbose=False))
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
@@ -60,12 +60,12 @@ def check_tokenizer_matches_data(tok_hp: dict[str, Any], data_cfg: DictConfig) -
             f"with {data_cfg.channels}; train a tokenizer on this data or set data.resolution / data.channels")
 
 
-def train_generator(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
+def train_generator(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | None = None) -> dict[str, Any]:
     """Train ``cfg.generator`` against the frozen ``cfg.tokenizer.ckpt``; returns the run's scaling coordinates
     (parameters, FLOPs, tokens seen, losses, time)."""
     tokenizer, tok_hp = load_tokenizer(cfg.tokenizer.ckpt)
     check_tokenizer_matches_data(tok_hp, cfg.data)
-    dm = TokenDataModule(cfg.data, tokenizer, tok_hp["path"], cfg.paths.cache_dir)
+    dm = TokenDataModule(cfg.data, tokenizer, tok_hp["path"], cfg.paths.cache_dir, cfg.seed)
     dm.setup()
     module = GeneratorModule(to_dict(cfg.generator), tokenizer, tok_hp, to_dict(cfg.data), dm.num_classes, cfg.optim,
                              cfg.trainer.max_steps, cfg.log.grid_size, cfg.seed)
@@ -76,9 +76,8 @@ def train_generator(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
         if isinstance(cb, PeriodicEvalCallback) and cb.active and rank_zero_only.rank == 0:
             cb.attach(Evaluator(cfg, classifier_provider(cfg)))  # resolves the extractor before training starts
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
-    t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
-    wall = time.time() - t0
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    wall = training_time_s(trainer)
     trainer.validate(module, datamodule=dm, verbose=False)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     gen, sampling = module.generator, module.sampling

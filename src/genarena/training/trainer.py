@@ -4,7 +4,8 @@ Every ``trainer`` key except :data:`~genarena.config.GENARENA_TRAINER_KEYS` is p
 a key added on the command line (``+trainer.accumulate_grad_batches=4``) must be one of its arguments,
 anything else stops at start-up naming the key. Each ``callbacks.<name>`` node is instantiated from
 its ``_target_`` (null or ``enabled: false`` leaves it out); relative ``dirpath`` / ``out_dir`` /
-``log_path`` values are placed inside the run directory.
+``log_path`` values are placed inside the run directory. Every trainer also gets
+:class:`~genarena.lit.resume.TrainingState` (RNG state and training time across sessions: not an option).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genarena.config import GENARENA_TRAINER_KEYS, RESERVED_TRAINER_KEYS, to_dict
 from genarena.errors import ConfigError
+from genarena.lit.resume import PeriodicCheckpoint, TrainingState
 
 log = logging.getLogger("genarena")
 
@@ -35,6 +37,10 @@ PATH_ARGUMENTS = ("dirpath", "out_dir", "log_path")  # callback arguments resolv
 # - a generator's tokenizer is frozen and kept in eval mode on purpose (Lightning counts its modules);
 # - Lightning's own pytree helper calls a torch API that newer torch deprecates;
 # - the dataloaders are in-memory tensors: worker processes would only add start-up time;
+# - a resumed run continues mid-epoch exactly: genarena's datamodules keep the data order and position in the
+#   checkpoint (genarena.data.order), which Lightning's check for a resumable *dataloader* does not see;
+# - a run resumed in its own directory finds its checkpoints there (a run starting afresh in an existing directory
+#   removes them first, genarena.training.job), and its CSV logger keeps the earlier rows (ResumedCSVLogger);
 # - advertisements for Lightning's hosted services;
 # - notes that echo a setting genarena passes explicitly (limit_*_batches=1.0, the ModelSummary callback).
 KNOWN_LIGHTNING_WARNINGS = (
@@ -42,6 +48,9 @@ KNOWN_LIGHTNING_WARNINGS = (
     r"Found \d+ module\(s\) in eval mode at the start of training",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The '\w+_dataloader' does not have many workers",
+    "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
+    r"Checkpoint directory .* exists and is not empty",
+    r"Experiment logs directory .* exists and is not empty",
 )
 DROPPED_LOG_LINES = ("💡 Tip:", "`Trainer(limit_", "Trainer already configured with model summary callbacks")
 
@@ -113,7 +122,19 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[Ca
                 or (isinstance(callback, ModelSummary) and not cfg.trainer.enable_model_summary)):
             continue
         out.append(callback)
-    return out
+    # the periodic (resume) checkpoint is written last, so a save after a validation holds the state the other
+    # callbacks (best checkpoint, early stopping) updated in that validation
+    return sorted(out, key=lambda c: isinstance(c, PeriodicCheckpoint))  # stable: the rest keep their order
+
+
+def check_strategy(trainer_cfg: DictConfig) -> None:
+    """FSDP needs GPUs: Lightning's FSDPStrategy accepts only the CUDA accelerator; say so before Lightning does."""
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    if strategy.startswith("fsdp") and trainer_cfg.get("accelerator") not in ("gpu", "cuda"):
+        raise ConfigError(
+            f"trainer.strategy={strategy} needs GPUs (Lightning's FSDPStrategy runs on the CUDA accelerator only), "
+            f"but trainer.accelerator={trainer_cfg.get('accelerator')}; on CPUs use data parallelism: "
+            "trainer=ddp trainer.accelerator=cpu trainer.devices=<processes>")
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Logger | bool,
@@ -121,9 +142,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Logger | bool,
     """``lightning.Trainer(**cfg.trainer)`` with ``cfg.callbacks`` (or the given ``callbacks``), the logger and
     the run directory."""
     quiet_lightning()
+    check_strategy(cfg.trainer)
     args = trainer_arguments(cfg.trainer)
     if callbacks is None:
         callbacks = build_callbacks(cfg, run_dir, has_logger=bool(logger))
+    callbacks = [*callbacks, TrainingState()]
     try:
         return L.Trainer(**args, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
     except (ValueError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
