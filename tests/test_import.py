@@ -235,8 +235,11 @@ def import_error(monkeypatch, capsys, model: str, files, out: Path, *extra: str)
         genarena_import(monkeypatch, model, files, out, *extra)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]  # log lines (building ...) may come before it
+    assert last.startswith("genarena-import: error: ") and all(
+        line.startswith("[") for line in err.splitlines()[:-1]), err
+    return last
 
 
 def test_a_truncated_file_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -272,6 +275,11 @@ def test_files_of_two_models_are_refused(tmp_path, monkeypatch, capsys):
     vae, _ = released_var(tmp_path)  # a VQVAE where LlamaGen's VQ belongs
     err = import_error(monkeypatch, capsys, "llamagen", (vae, gpt), tmp_path / "run")
     assert f"tokenizer_file={vae}: LlamaGen VQ checkpoint" in err and "has no 'model' entry" in err
+
+
+def test_a_head_count_that_does_not_fit_is_one_line(tmp_path, monkeypatch, capsys):
+    err = import_error(monkeypatch, capsys, "mar", released_mar(tmp_path), tmp_path / "run", "heads=3")
+    assert err.endswith("cannot build MAR (width 32) as genarena's mar: width 32 is not divisible by heads 3"), err
 
 
 def test_an_existing_output_directory_is_refused(tmp_path, monkeypatch, capsys):

@@ -195,8 +195,11 @@ def resolve_resolution(cfg: DictConfig, converted: Converted) -> int:
 def build_modules(model: OfficialModel, converted: Converted, resolution: int,
                   num_classes: int) -> tuple[Tokenizer, Generator]:
     """The genarena tokenizer and generator, loaded strictly with the converted weights (fp32, eval mode)."""
-    tokenizer = build_tokenizer(converted.tokenizer, IMAGE_CHANNELS, resolution)
-    generator = build_generator(converted.generator, tokenizer, num_classes)
+    try:
+        tokenizer = build_tokenizer(converted.tokenizer, IMAGE_CHANNELS, resolution)
+        generator = build_generator(converted.generator, tokenizer, num_classes)
+    except ValueError as e:  # e.g. a head count that does not divide the width
+        raise ConfigError(f"cannot build {converted.model_name} as genarena's {model.paradigm}: {e}") from None
     for name, module, sd in (("tokenizer", tokenizer, converted.tokenizer_sd),
                              ("generator", generator, converted.generator_sd)):
         try:
