@@ -31,6 +31,7 @@ benchmarks:  ## re-run the benchmark scripts (long: about 2 hours on 2 cores); f
 	$(BIN)/python benchmarks/tokenizers.py
 	$(BIN)/python benchmarks/generators.py
 	$(BIN)/python benchmarks/sampling_speed.py
+	$(BIN)/python benchmarks/official_architectures.py
 	$(BIN)/python benchmarks/cli_startup.py
 
 clean:

@@ -21,6 +21,7 @@ LAYERS = {
     "metrics": {"errors", "config", "data"},
     "lit": {"errors", "config", "data", "tokenizers", "generators", "image_files", "metrics"},
     "scaling": {"errors", "config", "runs"},
+    "official": {"errors", "config", "runs", "tokenizers", "generators"},
     "training": {"errors", "config", "checkpoints", "runs", "data", "tokenizers", "generators", "lit", "metrics"},
 }
 NO_FRAMEWORKS = ("tokenizers", "generators")  # plain PyTorch: neither lightning nor hydra
@@ -123,9 +124,10 @@ def test_packages_import_only_lower_layers(package):
 @pytest.mark.parametrize("command, args", [
     ("train", ["--help"]), ("train", ["--cfg", "job", "task=generator", "generator=mar"]),
     ("sample", ["--help"]), ("eval", ["--help"]), ("compare", ["--help"]), ("compare", ["--cfg", "job"]),
+    ("import", ["--help"]), ("import", ["--cfg", "job", "model=var"]),
 ])
 def test_commands_answer_without_importing_torch_or_lightning(command, args):
-    module = {"eval": "evaluate"}.get(command, command)
+    module = {"eval": "evaluate", "import": "import_official"}.get(command, command)
     code = (f"import sys; sys.argv = ['genarena-{command}', *{args!r}]\n"
             f"from genarena.cli.{module} import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
@@ -133,7 +135,8 @@ def test_commands_answer_without_importing_torch_or_lightning(command, args):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
-    assert ("Usage" in proc.stdout or "== Config" in proc.stdout) if "--help" in args else "task:" in proc.stdout
+    printed = "model:" if command == "import" else "task:"
+    assert ("Usage" in proc.stdout or "== Config" in proc.stdout) if "--help" in args else printed in proc.stdout
 
 
 def test_import_genarena_is_light_and_the_api_loads_on_use():

@@ -22,7 +22,7 @@ from genarena.generators.diffusion import respace
 from genarena.official.mar_model import convert_mar, load_official_mar
 from genarena.tokenizers import build_tokenizer
 
-from .conftest import compose_cfg
+from .conftest import compose_cfg, tiny_generator, token_batch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official" / "mar.pt"
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -151,6 +151,26 @@ def test_diffusion_loss_terms_and_gradient_reproduce_the_official_ones(official,
     torch.testing.assert_close(mar.diffloss.net.out.weight.grad, L["grad_out_weight"], **TOL)
     torch.testing.assert_close(mar.diffloss.net.out.bias.grad, L["grad_out_bias"], **TOL)
     mar.zero_grad()
+
+
+def test_the_loss_reports_its_noise_prediction_part(official, mar):
+    """``mse``, the eps-prediction part of the loss, compares across losses: all of ``eps``'s, ``learned_sigma``'s
+    loss less its VLB term."""
+    L = official["loss"]
+    d = mar.diffloss
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = d(L["target"], L["cond"])
+        torch.manual_seed(0)  # the draws forward makes: a timestep and noise per repeated token
+        x0, z = L["target"].repeat(d.batch_mul, 1), L["cond"].repeat(d.batch_mul, 1)
+        t = torch.randint(0, d.timesteps, (x0.shape[0],))
+        terms = d.terms(x0, z, t, torch.randn_like(x0))
+    torch.testing.assert_close(out["mse"], terms["mse"].mean(), **TOL)
+    torch.testing.assert_close(out["loss"] - out["mse"], terms["vb"].mean(), **TOL)
+    gen, tok = tiny_generator("mar")  # the default loss: eps
+    assert gen.diffloss.learn_sigma is False
+    out = gen.loss(*token_batch(tok, n=4))
+    assert out["loss"] == out["mse"]
 
 
 def test_respacing_and_the_sampling_chain_are_the_official_ones(official, mar):

@@ -369,6 +369,21 @@ class EvalCommandConfig(RootConfig):
 
 
 @dataclass
+class ImportCommandConfig:
+    """``conf/import.yaml``: ``genarena-import`` (official checkpoints -> a genarena run directory)."""
+
+    model: str = MISSING  # var | mar | llamagen (genarena.official.importer.OFFICIAL_MODELS)
+    tokenizer_file: str = MISSING  # the released tokenizer checkpoint
+    generator_file: str = MISSING  # the released generator checkpoint
+    out: str = MISSING  # the run directory to create; it must not exist
+    ema: bool = MISSING  # mar: the EMA weights (model_ema) rather than the trained ones (model)
+    heads: int | None = None  # attention heads (mar, llamagen) when not a released size; None: the released size's
+    ffn_multiple_of: int = MISSING  # llamagen: SwiGLU hidden width rounded up to a multiple of this
+    norm_groups: int = MISSING  # the tokenizer's GroupNorm groups (not stored in the file)
+    data: Any = MISSING  # the imported run's data (conf/data/imagenet.yaml): what genarena-eval compares with
+
+
+@dataclass
 class CompareOptions:
     name: str | None = None  # report <out>/..; None: the data option's name
     out: str | None = None  # report directory; None: outputs/compare/<name> (ignored by git)
@@ -476,6 +491,7 @@ def register_configs() -> None:
     cs.store(name="schema_sample", node=SampleCommandConfig)
     cs.store(name="schema_eval", node=EvalCommandConfig)
     cs.store(name="schema_compare", node=CompareCommandConfig)
+    cs.store(name="schema_import", node=ImportCommandConfig)
     cs.store(group="schema", name="sampling_overrides", node=SamplingOverrides)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from genarena.checkpoints import resolve_checkpoint
 from genarena.config import check_eval_options
+from genarena.data.sources import check_imagefolder_root
 from genarena.errors import ConfigError
 from genarena.generators import Generator, load_generator
 from genarena.generators.generate import Generated, balanced_labels, generate, merge_sampling
@@ -87,6 +88,8 @@ def evaluate_run(cfg: DictConfig, ckpt: str | Path, *, sampling: Mapping[str, An
     OmegaConf.set_struct(cfg, False)
     cfg.data = OmegaConf.create(hp["data"])
     apply_data_overrides(cfg, data or {})
+    if cfg.data.name == "imagefolder":  # a missing data root stops before the (slow) sampling, not after it
+        check_imagefolder_root(cfg.data)
     evaluator = make_evaluator(cfg)  # resolves the extractor before the (slow) sampling
     ev = cfg.eval
     options = merge_sampling(hp["generator"]["sampling"], dict(sampling or {}))

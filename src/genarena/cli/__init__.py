@@ -1,1 +1,1 @@
-"""Command-line tools: genarena-train, -sample, -eval, -compare, -scaling."""
+"""Command-line tools: genarena-train, -sample, -eval, -compare, -import, -scaling."""

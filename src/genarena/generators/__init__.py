@@ -64,7 +64,8 @@ def load_generator(path: str | Path, use_ema: bool = True) -> tuple[Generator, T
 
     The checkpoint is self-contained: it carries the tokenizer's config and weights. A run trained with
     weight averaging (``callbacks.ema``) stores the averaged weights as its state dict and the trained ones
-    beside them; ``use_ema=False`` takes the trained ones. ``hp["weights"]`` says which: ``ema`` | ``trained``.
+    beside them; ``use_ema=False`` takes the trained ones. ``hp["weights"]`` says which: ``ema`` | ``trained``
+    (a checkpoint with one set of weights may name it: an imported MAR's are MAR's EMA weights, ``genarena-import``).
     """
     ckpt = read_checkpoint(path, expected_role="generator")
     hp = ckpt["hyper_parameters"]
@@ -79,7 +80,8 @@ def load_generator(path: str | Path, use_ema: bool = True) -> tuple[Generator, T
         raise CheckpointError(f"checkpoint {ckpt['path']} does not match its own config: {e}") from None
     tokenizer.eval().requires_grad_(False)
     generator.eval().requires_grad_(False)
-    return generator, tokenizer, dict(hp, path=ckpt["path"], weights="ema" if averaged and use_ema else "trained")
+    weights = ("ema" if use_ema else "trained") if averaged else hp.get("weights", "trained")
+    return generator, tokenizer, dict(hp, path=ckpt["path"], weights=weights)
 
 
 __all__ = ["GENERATORS", "VARIANTS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "RasterMAR", "build_generator",

@@ -235,14 +235,16 @@ class DiffusionLoss(nn.Module):
         return self._chains[key]
 
     # ------------------------------------------------------------------ training
-    def forward(self, x0: Tensor, z: Tensor) -> Tensor:
-        """Mean loss for tokens ``x0 (N, D)`` with conditions ``z (N, C)``."""
+    def forward(self, x0: Tensor, z: Tensor) -> dict[str, Tensor]:
+        """Mean ``loss`` for tokens ``x0 (N, D)`` with conditions ``z (N, C)``, and its noise-prediction part ``mse``
+        (the whole loss with ``eps``; ``learned_sigma`` adds the VLB term), which compares across the two losses."""
         if self.training:
             with torch.no_grad():
                 self.x0_bound.copy_(torch.maximum(self.x0_bound, x0.detach().abs().amax(0)))
         x0, z = x0.repeat(self.batch_mul, 1), z.repeat(self.batch_mul, 1)  # (batch_mul N, D), (batch_mul N, C)
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
-        return self.terms(x0, z, t, torch.randn_like(x0))["loss"]
+        terms = self.terms(x0, z, t, torch.randn_like(x0))
+        return {"loss": terms["loss"], "mse": terms["mse"].mean()}
 
     def terms(self, x0: Tensor, z: Tensor, t: Tensor, eps: Tensor) -> dict[str, Tensor]:
         """Loss at given timesteps ``t (N,)`` and noise ``eps (N, D)``: ``loss`` (the mean), per token ``mse (N,)``

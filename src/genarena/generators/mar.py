@@ -172,8 +172,7 @@ class MAR(MARBase):
         n_masked = max(1, math.ceil(self.seq_len * ratio))
         mask = self.mask_by_order(n_masked, self.random_orders(tokens.shape[0], tokens.device))
         z = self.encode_decode(tokens, mask, cond)
-        loss = self.diffloss(tokens[mask], z[mask])
-        return {"loss": loss, "mask_ratio": torch.tensor(n_masked / self.seq_len)}
+        return {**self.diffloss(tokens[mask], z[mask]), "mask_ratio": torch.tensor(n_masked / self.seq_len)}
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -85,7 +85,7 @@ class RasterMAR(MARBase):
 
     def loss(self, tokens: Tensor, labels: Tensor) -> dict[str, Tensor]:
         z = self.causal_conditions(tokens, self.condition(labels))
-        return {"loss": self.diffloss(tokens.flatten(0, 1), z.flatten(0, 1))}
+        return self.diffloss(tokens.flatten(0, 1), z.flatten(0, 1))
 
     @torch.no_grad()
     def sample(self, labels: Tensor, *, cfg: float, cfg_schedule: str, temperature: float, top_k: int, top_p: float,
