@@ -229,7 +229,11 @@ class ImageFolderDataset(Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.ds[i]
+        try:
+            return self.ds[i]
+        except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified, truncated or corrupt image files
+            raise DataError(f"data.name=imagefolder: {self.ds.samples[i][0]} is not a readable image "
+                            f"({type(e).__name__}: {e}); remove or replace it") from None
 
 
 def check_imagefolder_root(cfg) -> Path:

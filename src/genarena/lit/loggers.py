@@ -43,7 +43,12 @@ def wandb_server_reachable(timeout: float = 3.0) -> bool:
 
 
 def resolve_wandb_mode(requested: str) -> str:
-    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with a key and a reachable server, else ``offline``."""
+    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with a key and a reachable server, else ``offline``.
+    ``online`` with an unreachable server -> ``offline`` (one log line) instead of waiting for wandb's retries."""
+    if requested == "online" and not wandb_server_reachable():
+        log.warning("W&B: logger.mode=online but %s is unreachable: logging offline (sync later with `wandb sync`)",
+                    _wandb_host())
+        return "offline"
     if requested != "auto":
         return requested
     if os.environ.get("WANDB_MODE"):
@@ -75,6 +80,10 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None) -> Log
     kwargs = dict(project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=sorted(set(tags)),
                   job_type=lcfg.job_type, save_dir=str(run_dir), name=name or run_dir.name,
                   config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    if lcfg.get("init_timeout"):  # a bad key or a slow server fails after this, not after wandb's ~100 s of retries
+        import wandb  # lazy: only runs that log to W&B need it (and it takes a second to import)
+
+        kwargs["settings"] = wandb.Settings(init_timeout=float(lcfg.init_timeout))
     for attempt in ([mode, "offline"] if mode == "online" else [mode]):
         try:
             logger = WandbLogger(mode=attempt, **kwargs)

@@ -20,6 +20,8 @@ from genarena.config import to_dict
 from genarena.data import ImageDataModule
 from genarena.data.token_cache import TokenDataModule
 from genarena.errors import ConfigError
+from genarena.generators import generator_class
+from genarena.generators.base import check_tokenizer_kind
 from genarena.lit.evaluation import PeriodicEvalCallback
 from genarena.lit.generator_module import GeneratorModule
 from genarena.lit.tokenizer_module import TokenizerModule
@@ -41,7 +43,7 @@ def train_tokenizer(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
         module.tokenizer.compile()
     trainer = build_trainer(cfg, run_dir, logger)
     t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume, weights_only=not cfg.allow_unsafe_load)
     wall = time.time() - t0
     fitted = module.calibrate(dm.train_dataloader())
     final = final_scalars(trainer.validate(module, datamodule=dm, verbose=False))
@@ -63,7 +65,9 @@ def check_tokenizer_matches_data(tok_hp: dict[str, Any], data_cfg: DictConfig) -
 def train_generator(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
     """Train ``cfg.generator`` against the frozen ``cfg.tokenizer.ckpt``; returns the run's scaling coordinates
     (parameters, FLOPs, tokens seen, losses, time)."""
-    tokenizer, tok_hp = load_tokenizer(cfg.tokenizer.ckpt)
+    tokenizer, tok_hp = load_tokenizer(cfg.tokenizer.ckpt, allow_unsafe=cfg.allow_unsafe_load)
+    paradigm, _ = generator_class(to_dict(cfg.generator))
+    check_tokenizer_kind(cfg.generator.name, paradigm.requires, tokenizer)  # before any token is encoded
     check_tokenizer_matches_data(tok_hp, cfg.data)
     dm = TokenDataModule(cfg.data, tokenizer, tok_hp["path"], cfg.paths.cache_dir)
     dm.setup()
@@ -77,7 +81,7 @@ def train_generator(cfg: DictConfig, run_dir: Path, logger) -> dict[str, Any]:
             cb.attach(Evaluator(cfg, classifier_provider(cfg)))  # resolves the extractor before training starts
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
     t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume, weights_only=not cfg.allow_unsafe_load)
     wall = time.time() - t0
     trainer.validate(module, datamodule=dm, verbose=False)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
