@@ -57,8 +57,9 @@ def load_file(path: str | Path, *, allow_unsafe: bool = False, what: str = "chec
             raise CheckpointError(f"{what} {p} is corrupt or not a PyTorch checkpoint (weights-only unpickling cannot "
                                   f"read it); if it is a trusted old file, {UNSAFE_HINT}") from None
     except Exception as e:  # truncated zip, empty file, wrong format...
-        raise CheckpointError(f"{what} {p} is corrupt or not a PyTorch checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else 'empty or truncated'})") from None
+        reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else "empty or truncated"
+        raise CheckpointError(f"{what} {p} is corrupt or not a PyTorch checkpoint ({type(e).__name__}: {reason})") \
+            from None
     log.warning("allow_unsafe_load=true: loading %s with full unpickling (%s)", p,
                 f"it pickles {needs}" if needs else "weights-only loading cannot read it")
     try:

@@ -10,7 +10,8 @@ naming the step and which loss (or the gradient norm); the training layer record
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,17 +27,29 @@ def _as_float(value: Tensor | float) -> float:
     return float(value.detach().float().cpu()) if isinstance(value, Tensor) else float(value)
 
 
-def check_losses(step: int, losses: Mapping[str, Tensor | float]) -> None:
-    """Raise :class:`NonFiniteError` at ``step`` when any of ``losses`` (``{name: scalar}``) is NaN or infinite;
-    one device sync for all of them."""
+AnyRank = Callable[[bool], bool]  # True on every rank when it is True on any (None: a single process)
+
+
+def any_rank(trainer: Any) -> AnyRank | None:
+    """The trainer's "true on any rank" reduction in a multi-process run (every rank then stops at the same step
+    instead of one rank stopping and the others waiting for it in a collective), else None."""
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    return lambda flag: bool(trainer.strategy.reduce_boolean_decision(flag, all=False))
+
+
+def check_losses(step: int, losses: Mapping[str, Tensor | float], ranks: AnyRank | None = None) -> None:
+    """Raise :class:`NonFiniteError` at ``step`` when any of ``losses`` (``{name: scalar}``) is NaN or infinite
+    (on any rank, with ``ranks``); one device sync for all of them."""
     tensors = [v for v in losses.values() if isinstance(v, Tensor)]
     device = tensors[0].device if tensors else torch.device("cpu")
     stacked = torch.stack([(v.detach() if isinstance(v, Tensor) else torch.tensor(v)).to(device, torch.float32)
                            .reshape(()) for v in losses.values()]) if losses else torch.zeros(0)
-    if bool(torch.isfinite(stacked).all()):
+    bad_here = not bool(torch.isfinite(stacked).all())
+    if not (ranks(bad_here) if ranks is not None else bad_here):
         return
     bad = {k: _as_float(v) for k, v in losses.items() if not math.isfinite(_as_float(v))}
-    named = ", ".join(f"{k} = {v}" for k, v in bad.items())
+    named = ", ".join(f"{k} = {v}" for k, v in bad.items()) or "on another rank"
     raise NonFiniteError(f"training diverged at step {step}: non-finite loss ({named}); {ADVICE}")
 
 
@@ -49,14 +62,17 @@ def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> Tensor:
 
 
 def check_grad_norm(step: int, parameters: Iterable[torch.nn.Parameter], precision: str | int | None = None,
-                    name: str = "gradient norm") -> Tensor:
-    """The gradient norm of ``parameters``; :class:`NonFiniteError` at ``step`` when it is NaN or infinite.
-    Under fp16 mixed precision the GradScaler handles inf gradients itself (it skips the step), so only the
-    norm is returned there."""
+                    name: str = "gradient norm", ranks: AnyRank | None = None) -> Tensor:
+    """The gradient norm of ``parameters``; :class:`NonFiniteError` at ``step`` when it is NaN or infinite (on any
+    rank, with ``ranks``: sharded gradients differ between ranks). Under fp16 mixed precision the GradScaler
+    handles inf gradients itself (it skips the step), so only the norm is returned there."""
     norm = grad_norm(parameters)
-    if str(precision) not in SCALED_PRECISIONS and not bool(torch.isfinite(norm)):
-        raise NonFiniteError(f"training diverged at step {step}: non-finite {name} ({float(norm)}) after a finite "
-                             f"loss; {ADVICE}")
+    if str(precision) in SCALED_PRECISIONS:
+        return norm
+    bad_here = not bool(torch.isfinite(norm))
+    if ranks(bad_here) if ranks is not None else bad_here:
+        raise NonFiniteError(f"training diverged at step {step}: non-finite {name} "
+                             f"({float(norm) if bad_here else 'on another rank'}) after a finite loss; {ADVICE}")
     return norm
 
 
