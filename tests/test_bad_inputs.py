@@ -33,7 +33,7 @@ from genarena.cli import sample as sample_cli
 from genarena.cli import scaling as scaling_cli
 from genarena.cli import train as train_cli
 from genarena.config import TRAINER_PRECISIONS
-from genarena.errors import CheckpointError, NonFiniteError
+from genarena.errors import CheckpointError, ConfigError, NonFiniteError
 from genarena.lit.guard import check_grad_norm, check_losses, check_weights
 from genarena.metrics.classifier import DomainClassifier, classifier_cache_path, save_classifier
 from genarena.tokenizers import load_tokenizer
@@ -136,7 +136,7 @@ class Case:
     """One bad input: ``args(world)`` for ``command``; the message must contain each of ``needles(world)``."""
 
     name: str
-    command: str  # train | sample | eval | scaling | api | subprocess-train | subprocess-sample
+    command: str  # train | sample | eval | scaling | api | subprocess-train
     args: Callable[[SimpleNamespace], list[str]]
     needles: Callable[[SimpleNamespace], list[str]]
     leaves_failed_run: bool = False  # the run started training, so its directory stays with status failed
@@ -274,8 +274,6 @@ CASES = [
     # ------------------------------------------------------------------ as separate processes
     Case("process: tokenizer.ckpt payload", "subprocess-train",
          train("task=generator", "tokenizer.ckpt={w.bad}/payload_raw.ckpt"), fmt("needs unsafe loading")),
-    Case("process: sample a payload", "subprocess-sample", fmt("ckpt={w.bad}/payload.ckpt"),
-         fmt("needs unsafe loading")),
 ]
 
 MAINS = {"train": ("genarena-train", train_cli.main), "sample": ("genarena-sample", sample_cli.main),
@@ -285,8 +283,8 @@ MAINS = {"train": ("genarena-train", train_cli.main), "sample": ("genarena-sampl
 def invoke(case: Case, args: list[str], monkeypatch, capsys) -> tuple[int, str]:
     """Run one case as the user would; returns (exit status, everything printed)."""
     if case.command.startswith("subprocess-"):
-        module = {"subprocess-train": "genarena.cli.train", "subprocess-sample": "genarena.cli.sample"}[case.command]
-        proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "genarena.cli.train", *args], capture_output=True, text=True,
+                              timeout=300)
         return proc.returncode, proc.stdout + proc.stderr
     if case.command == "api":
         fn = {"evaluate": genarena.evaluate, "load": genarena.load}[args[0]]
@@ -337,6 +335,22 @@ def test_bad_input(world, case, tmp_path, monkeypatch, capsys):
 
 def test_there_are_at_least_40_cases():
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
+
+
+# ---------------------------------------------------------------------------------------------- run directories
+def test_run_training_never_writes_into_a_run_of_another_config_nor_removes_foreign_files(world, tmp_path):
+    before = snapshot(world.gen)
+    with pytest.raises(ConfigError, match="already holds a run of another config"):
+        run_training(compose_cfg([*TINY_AR, f"tokenizer.ckpt={world.tok}", *FAST, *world.paths, "seed=1"]),
+                     run_dir=world.gen)
+    assert snapshot(world.gen) == before
+    mine = tmp_path / "my_folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="generator.depth=0"):
+        run_training(compose_cfg([*TINY_AR, f"tokenizer.ckpt={world.tok}", *FAST, *world.paths,
+                                  "generator.depth=0"]), run_dir=mine)
+    assert (mine / "notes.txt").read_text() == "mine"  # a folder that is not the job's own is never removed
 
 
 # ---------------------------------------------------------------------------------------------- the guard

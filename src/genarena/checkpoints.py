@@ -39,14 +39,16 @@ def _unsafe_global(error: Exception) -> str | None:
     return found.group(1) if found else None
 
 
-def load_file(path: str | Path, *, allow_unsafe: bool = False, what: str = "checkpoint") -> Any:
-    """``torch.load`` of ``path`` on the CPU with ``weights_only=True``; :class:`CheckpointError` for a missing,
-    corrupt or truncated file, or one that needs unsafe unpickling (loaded only with ``allow_unsafe``)."""
+def load_file(path: str | Path, *, allow_unsafe: bool = False, what: str = "checkpoint",
+              extra_globals: tuple[Any, ...] = ()) -> Any:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True`` (allowing :data:`SAFE_GLOBALS` and
+    ``extra_globals``, e.g. ``argparse.Namespace`` in released training checkpoints); :class:`CheckpointError` for a
+    missing, corrupt or truncated file, or one that needs unsafe unpickling (loaded only with ``allow_unsafe``)."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{what} {p} does not exist")
     try:
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        with torch.serialization.safe_globals([*SAFE_GLOBALS, *extra_globals]):
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         needs = _unsafe_global(e)

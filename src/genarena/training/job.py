@@ -77,7 +77,7 @@ def check_run_dir(run_dir: Path, fingerprint: str) -> None:
                           f"this job's {fingerprint}); it is never overwritten: choose another directory")
 
 
-HYDRA_OWN = (".hydra",)  # what Hydra writes into a run directory before the job starts (plus its <job>.log)
+HYDRA_OWN = (".hydra", "train.log")  # what Hydra writes into a run directory before the job starts (conf/config.yaml)
 
 
 def is_disposable(run_dir: Path) -> bool:
@@ -85,8 +85,7 @@ def is_disposable(run_dir: Path) -> bool:
     directory is removed when the job fails before training starts."""
     if not run_dir.exists():
         return True
-    return run_dir.is_dir() and all(p.name in HYDRA_OWN or (p.is_file() and p.suffix == ".log")
-                                    for p in run_dir.iterdir())
+    return run_dir.is_dir() and all(p.name in HYDRA_OWN for p in run_dir.iterdir())
 
 
 def discard_run_dir(run_dir: Path, runs_dir: str | Path) -> None:
