@@ -640,10 +640,13 @@ def check_generator(g: DictConfig) -> None:
     check_range("generator.depth", g.depth, 1, accepted="at least 1 transformer block (the scaling knob)")
     _check_optional("generator.width", g.width, 1, accepted="null (64 * depth) or a positive width")
     _check_optional("generator.heads", g.heads, 1, accepted="null (depth) or a positive number of heads")
-    width, heads = g.width or 64 * g.depth, g.heads or g.depth
-    if width % heads:
-        raise ConfigError(f"generator.width={width} is not divisible by generator.heads={heads}; choose a width that "
-                          "is a multiple of the heads")
+    from genarena.generators.backbone import resolve_width  # lazy: model code imports torch; checks run at job start
+
+    try:
+        resolve_width(g.depth, g.width, g.heads)
+    except ValueError as e:
+        raise ConfigError(f"generator.width={g.width} / generator.heads={g.heads}: {e}; choose a width that is a "
+                          "multiple of the heads (null: 64 * depth and depth heads)") from None
     check_range("generator.mlp_ratio", g.mlp_ratio, 0, low_open=True, accepted="a ratio > 0")
     for key in ("drop_path", "dropout", "class_dropout"):
         _check_fraction(f"generator.{key}", g[key], accepted="a probability in [0, 1)")
