@@ -56,18 +56,20 @@ def load_file(path: str | Path, *, allow_unsafe: bool = False, what: str = "chec
             if needs is not None:
                 raise CheckpointError(f"{what} {p} needs unsafe loading: it pickles {needs}, which weights-only "
                                       f"loading refuses; {UNSAFE_HINT}") from None
-            raise CheckpointError(f"{what} {p} is corrupt or not a PyTorch checkpoint (weights-only unpickling cannot "
-                                  f"read it); if it is a trusted old file, {UNSAFE_HINT}") from None
+            raise CheckpointError(f"{what} {p} cannot be read with weights_only=True: corrupt or not a PyTorch "
+                                  f"checkpoint (not a pickle it can parse); if it is a trusted old file, "
+                                  f"{UNSAFE_HINT}") from None
     except Exception as e:  # truncated zip, empty file, wrong format...
         reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else "empty or truncated"
-        raise CheckpointError(f"{what} {p} is corrupt or not a PyTorch checkpoint ({type(e).__name__}: {reason})") \
-            from None
+        raise CheckpointError(f"{what} {p} cannot be read with weights_only=True: corrupt, truncated or not a PyTorch "
+                              f"checkpoint ({type(e).__name__}: {reason})") from None
     log.warning("allow_unsafe_load=true: loading %s with full unpickling (%s)", p,
                 f"it pickles {needs}" if needs else "weights-only loading cannot read it")
     try:
         return torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise CheckpointError(f"{what} {p} is corrupt or not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{what} {p} cannot be read: corrupt or not a PyTorch checkpoint ({type(e).__name__}: "
+                              f"{e})") from None
 
 
 def check_run_usable(run_dir: Path) -> None:

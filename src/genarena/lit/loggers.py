@@ -140,8 +140,10 @@ def log_evaluation_to_wandb(run_dir: Path, scalars: dict[str, Any]) -> bool:
         mode = resolve_wandb_mode(lcfg.get("mode") or "auto")
         if mode == "disabled":
             return False
+        timeout = lcfg.get("init_timeout")
         run = wandb.init(id=run_id, resume="allow", project=lcfg.get("project") or "genarena",
-                         entity=lcfg.get("entity"), dir=str(run_dir), mode=mode)
+                         entity=lcfg.get("entity"), dir=str(run_dir), mode=mode,
+                         settings=wandb.Settings(init_timeout=float(timeout)) if timeout else None)
         numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         run.log({f"eval/{k}": v for k, v in numbers.items()})
         run.summary.update({k: v for k, v in scalars.items() if isinstance(v, (int, float, str))})
