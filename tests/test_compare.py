@@ -59,7 +59,8 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_tiny_comparison_writes_the_report(workdir):
-    args = ["data=synthetic", "data.num_images=400", "classifier.max_steps=20", "trainer.enable_progress_bar=false",
+    args = ["data=synthetic", "data.num_images=400", "classifier.max_steps=20", "classifier.min_val_acc=0",
+            "trainer.enable_progress_bar=false",
             "trainer.limit_val_batches=2", "trainer.val_check_interval=2", "log.sample_every_n_steps=0",
             "compare.tokenizer_args.trainer.max_steps=2", "compare.generator_args.trainer.max_steps=2",
             "compare.num_samples=20", "compare.batch_size=20", "compare.name=tiny", "eval.extractor=domain",

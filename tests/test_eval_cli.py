@@ -20,9 +20,16 @@ from genarena.errors import ConfigError
 from genarena.lit.loggers import find_wandb_run_id, log_evaluation_to_wandb
 
 from .conftest import compose_cfg
-from .test_metrics import DATA, eval_config, one_thread, real_splits, tiny_generator_16px  # noqa: F401
+from .test_metrics import (  # noqa: F401
+    DATA,
+    TINY_CLASSIFIER_FLOOR,
+    eval_config,
+    one_thread,
+    real_splits,
+    tiny_generator_16px,
+)
 
-DOMAIN = ["data=mnist5k", "data.resolution=16", "eval.extractor=domain"]
+DOMAIN = ["data=mnist5k", "data.resolution=16", "eval.extractor=domain", TINY_CLASSIFIER_FLOOR]
 
 
 def genarena_eval(monkeypatch, *argv: str) -> None:
@@ -65,7 +72,7 @@ def test_eval_npz_end_to_end(workdir, monkeypatch):
     genarena_eval(monkeypatch, f"images={npz}", *DOMAIN, "eval.metrics=[fid,kid]", "n=200")
     m = read_json(workdir / "eval" / "domain_n200_seed0" / "metrics.json")
     assert m["eval_n"] == 200 and m["eval_n_real"] == 500 and m["eval_extractor"] == "domain"
-    assert m["eval_classifier"] == "mnist5k-r16-c1" and m["kid_subset_size"] == 200
+    assert m["eval_classifier"].startswith("mnist5k-r16-c1-") and m["kid_subset_size"] == 200
     assert m["fid"] < 5 and m["class_acc"] > 0.7 and "isc_mean" not in m
 
 
@@ -84,7 +91,7 @@ def test_eval_generator_run(workdir, monkeypatch):
     run = fake_run(workdir)
     eval_config()
     genarena_eval(monkeypatch, f"ckpt={run}", "eval.num_samples=20", "eval.batch_size=10", "eval.extractor=domain",
-                  "eval.metrics=[fid,prc]", "sampling.temperature=0.9")
+                  "eval.metrics=[fid,prc]", "sampling.temperature=0.9", TINY_CLASSIFIER_FLOOR)
     out = read_json(run / "eval" / "domain_n20_seed0" / "metrics.json")
     assert out["eval_n"] == 20 and out["eval_data"] == "mnist5k" and out["eval_sampling_temperature"] == 0.9
     assert out["eval_checkpoint"] == "last"  # eval.checkpoint=best, but this run saved no best.ckpt
@@ -114,7 +121,8 @@ def test_run_directory_checkpoint_is_best_or_last(workdir, caplog, monkeypatch):
     with pytest.raises(ConfigError, match="checkpoint='first' is not accepted; choose one of best, last"):
         resolve_checkpoint(run, "first")
     eval_config()
-    args = ["eval.num_samples=10", "eval.batch_size=10", "eval.extractor=domain", "eval.metrics=[fid]"]
+    args = ["eval.num_samples=10", "eval.batch_size=10", "eval.extractor=domain", "eval.metrics=[fid]",
+            TINY_CLASSIFIER_FLOOR]
     genarena_eval(monkeypatch, f"ckpt={run}", *args)
     assert read_json(run / "eval" / "domain_n10_seed0" / "metrics.json")["eval_checkpoint"] == "best"
     genarena_eval(monkeypatch, f"ckpt={run}", "eval.checkpoint=last", *args)

@@ -212,7 +212,8 @@ def test_genarena_eval_takes_the_imported_run_with_its_data_root(imported, workd
     data = tiny_imagefolder(workdir / "imagenet", classes=5)  # the fixture VAR has 5 classes
     run_command(monkeypatch, evaluate, "genarena-eval", f"ckpt={imported['var']}", f"data.root={data}",
                 "data.num_workers=0", "eval.extractor=domain", "eval.num_samples=10", "eval.batch_size=10",
-                "eval.metrics=[fid]", "classifier.max_steps=2", "classifier.batch_size=8", "device=cpu",
+                "eval.metrics=[fid]", "classifier.max_steps=2", "classifier.min_val_acc=0", "classifier.batch_size=8",
+                "device=cpu",
                 f"out={workdir / 'eval'}")
     m = json.loads((workdir / "eval" / "metrics.json").read_text())
     assert m["eval_n"] == 10 and m["eval_n_real"] == 20 and m["eval_data"] == "imagefolder"

@@ -21,7 +21,7 @@ LAYERS = {
     "metrics": {"errors", "config", "data"},
     "lit": {"errors", "config", "data", "tokenizers", "generators", "image_files", "metrics"},
     "scaling": {"errors", "config", "runs"},
-    "official": {"errors", "config", "runs", "tokenizers", "generators"},
+    "official": {"errors", "config", "runs", "checkpoints", "tokenizers", "generators"},
     "training": {"errors", "config", "checkpoints", "runs", "data", "tokenizers", "generators", "lit", "metrics"},
 }
 NO_FRAMEWORKS = ("tokenizers", "generators")  # plain PyTorch: neither lightning nor hydra

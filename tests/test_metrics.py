@@ -53,16 +53,24 @@ def tiny_classifier_file() -> Path:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    val_x, val_y = real_splits()["val"]
+    with torch.no_grad():
+        val_acc = float((model.eval()(val_x.float() / 127.5 - 1).argmax(-1) == val_y).float().mean())
     path = Path(tempfile.mkdtemp(prefix="genarena-test-classifier-")) / "mnist5k-r16-c1.pt"
     data = OmegaConf.to_container(compose_cfg(DATA).data)
-    save_classifier(model.eval(), path, {"channels": 1, "num_classes": 10, "ch": 16, "feature_dim": 32, "data": data})
+    save_classifier(model, path, {"channels": 1, "num_classes": 10, "ch": 16, "feature_dim": 32, "data": data,
+                                  "val_acc": val_acc})
     return path
 
 
+TINY_CLASSIFIER_FLOOR = "classifier.min_val_acc=0.5"  # the tiny classifier's accuracy is below the default floor
+
+
 def eval_config(*overrides: str):
-    """The root config on mnist5k at 16 px with the tiny classifier in its cache (inside ``workdir``)."""
-    cfg = compose_cfg([*DATA, "eval.extractor=domain", "eval.batch_size=250", *overrides])
-    dst = classifier_cache_path(cfg.paths.cache_dir, cfg.data)
+    """The root config on mnist5k at 16 px with the tiny classifier in its cache (inside ``workdir``), put where the
+    default ``classifier.*`` would cache it (its accuracy floor lowered to fit it)."""
+    cfg = compose_cfg([*DATA, "eval.extractor=domain", "eval.batch_size=250", TINY_CLASSIFIER_FLOOR, *overrides])
+    dst = classifier_cache_path(cfg.paths.cache_dir, cfg.data, cfg.classifier)
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(tiny_classifier_file(), dst)
     return cfg
@@ -128,7 +136,7 @@ def test_metrics_real_vs_itself_shift_and_noise(workdir, monkeypatch):
     shifted = ev(torch.roll(val, shifts=(3, 3), dims=(2, 3)), metrics=["fid", "kid", "prc"])
     noise = ev(noise_like(val), metrics=ALL)
     assert same["eval_n"] == same["eval_n_real"] == 500 and same["kid_subset_size"] == 500
-    assert same["eval_extractor"] == "domain" and same["eval_classifier"] == "mnist5k-r16-c1"
+    assert same["eval_extractor"] == "domain" and same["eval_classifier"].startswith("mnist5k-r16-c1-")
     assert same["eval_split"] == "val" and same["eval_data"] == "mnist5k"
     assert abs(same["fid"]) < 1e-6 * noise["fid"]
     assert other["fid"] < 0.2 * shifted["fid"] and shifted["fid"] < noise["fid"]
@@ -209,15 +217,15 @@ def test_auto_without_weights_or_network_falls_back_to_domain(workdir, monkeypat
     assert len(fallbacks) == 1 and "domain classifier" in fallbacks[0].getMessage()
     assert ev.extractor.kind == "domain"
     out = ev(real_splits()["val"][0][:50], metrics=["fid"])
-    assert out["eval_extractor"] == "domain" and out["eval_classifier"] == "mnist5k-r16-c1"
+    assert out["eval_extractor"] == "domain" and out["eval_classifier"].startswith("mnist5k-r16-c1-")
     with pytest.raises(GenArenaError, match="eval.inception_weights=<local file>"):
         make_evaluator(eval_config("eval.extractor=inception"))
 
 
 def test_ensure_classifier_trains_a_missing_one(workdir, caplog):
     cfg = compose_cfg([*DATA, "classifier.max_steps=2", "classifier.ch=4", "classifier.feature_dim=8",
-                       "classifier.batch_size=64"])
-    path = classifier_cache_path(cfg.paths.cache_dir, cfg.data)
+                       "classifier.batch_size=64", "classifier.min_val_acc=0"])
+    path = classifier_cache_path(cfg.paths.cache_dir, cfg.data, cfg.classifier)
     assert not path.exists()
     with caplog.at_level(logging.INFO, logger="genarena"):
         assert ensure_classifier(cfg) == path

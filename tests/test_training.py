@@ -95,7 +95,7 @@ def test_ema_is_lightnings_weight_averaging_and_sampling_uses_it(workdir):
                        "callbacks.ema.enabled=true", "callbacks.ema.decay=0.5"])
     metrics = run_training(cfg)
     assert metrics["status"] == "finished"
-    ckpt = torch.load(f"{metrics['run_dir']}/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(f"{metrics['run_dir']}/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert "current_model_state" in ckpt  # the trained weights beside the averaged ones
     averaged, _, hp = load_generator(metrics["run_dir"] + "/checkpoints/last.ckpt", use_ema=True)
     trained, _, hp_trained = load_generator(metrics["run_dir"] + "/checkpoints/last.ckpt", use_ema=False)

@@ -77,11 +77,12 @@ class GeneratorRun:
 
 
 def load(path: str | Path, *, checkpoint: str = "best", ema: bool = True,
-         device: str | torch.device | None = None) -> GeneratorRun:
+         device: str | torch.device | None = None, allow_unsafe_load: bool = False) -> GeneratorRun:
     """A generator run directory (its ``checkpoint``: ``best`` or ``last``) or a generator ``.ckpt`` file, loaded
-    for sampling on ``device`` (default: CUDA when available)."""
+    for sampling on ``device`` (default: CUDA when available). A failed run is refused; the file is read with
+    ``weights_only=True`` (``allow_unsafe_load`` for a trusted old file that needs full unpickling)."""
     ckpt = resolve_checkpoint(path, checkpoint)
-    generator, tokenizer, hp = load_generator(ckpt, use_ema=ema)
+    generator, tokenizer, hp = load_generator(ckpt, use_ema=ema, allow_unsafe=allow_unsafe_load)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = OmegaConf.create({k: hp[k] for k in ("generator", "tokenizer", "data", "num_classes", "weights")})
     return GeneratorRun(generator.to(device), tokenizer.to(device), config, ckpt, device)

@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -47,6 +47,11 @@ RESUME_MODES = ("auto", "never")  # resume=: continue the newest interrupted run
 GENARENA_TRAINER_KEYS = ("compile", "num_threads")
 # Trainer arguments genarena sets from other groups (loggers, callbacks, the run directory)
 RESERVED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_checkpointing")
+# trainer.precision: lightning.Trainer's accepted values (tests/test_bad_inputs.py pins them to Lightning's own list)
+TRAINER_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+                      "transformer-engine-float16", "32", "16", "64", "bf16")
+MAX_SEED = 2**32 - 1  # lightning.seed_everything's range: outside [0, 2**32 - 1] it silently seeds 0 instead
+MAX_TIME_FORMAT = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")  # trainer.max_time, "DD:HH:MM:SS"
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -265,6 +270,7 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     mode: str = MISSING  # auto | online | offline | disabled (wandb only)
     job_type: str | None = None
+    init_timeout: float | None = None  # wandb: seconds wandb.init may take before the run falls back to offline
 
 
 @dataclass
@@ -296,6 +302,7 @@ class ClassifierConfig:
     max_steps: int = MISSING
     lr: float = MISSING
     batch_size: int = MISSING
+    min_val_acc: float = MISSING  # a cached classifier below this validation accuracy is refused (not a cache key)
 
 
 @dataclass
@@ -312,6 +319,7 @@ class RootConfig:
     sweep_name: str | None = None  # set by conf/sweep presets
     force: bool = False  # re-run a job even if an identical finished run exists
     resume: str = MISSING  # auto | never | a run directory or .ckpt to continue (genarena.training.job)
+    allow_unsafe_load: bool = MISSING  # load trusted old checkpoints that need full unpickling (can run code)
     data: Any = MISSING
     tokenizer: Any = MISSING
     generator: Any = MISSING
@@ -351,6 +359,7 @@ class SampleCommandConfig:
     checkpoint: str = MISSING  # best | last, for a run directory
     device: str | None = None  # cpu, cuda, cuda:1 ...; None: cuda when available
     format: str = MISSING  # genarena | adm (samples.npz with arr_0 uint8 N x H x W x 3 and arr_1 labels)
+    allow_unsafe_load: bool = MISSING  # a trusted old checkpoint that needs full unpickling (can run code)
     sampling: Any = MISSING  # overrides of the run's generator.sampling (see SamplingOverrides)
 
 
@@ -571,6 +580,8 @@ def check_eval_options(ev: DictConfig) -> None:
     for key in ("num_samples", "batch_size", "periodic_num_samples"):
         if ev[key] < 1:
             raise ConfigError(f"eval.{key}={ev[key]} must be at least 1")
+    check_range("eval.every_n_steps", ev.every_n_steps, 0, accepted="0 (off) or the steps between periodic FIDs")
+    check_seed("eval.seed", ev.seed)
 
 
 def check_callbacks(callbacks: DictConfig) -> None:
@@ -583,12 +594,178 @@ def check_callbacks(callbacks: DictConfig) -> None:
                               "or null to drop it")
 
 
-def _check_range(key: str, value: Any, low: float | None = None, high: float | None = None, *,
-                 low_open: bool = False, high_open: bool = False, accepted: str) -> None:
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, accepted: str) -> None:
+    """:class:`ConfigError` naming ``key=value`` and what is ``accepted`` unless ``low <= value <= high`` (or ``<``)."""
     ok = value is not None and (low is None or (value > low if low_open else value >= low)) \
         and (high is None or (value < high if high_open else value <= high))
     if not ok:
         raise ConfigError(f"{key}={value!r} is not accepted; {accepted}")
+
+
+def _check_optional(key: str, value: Any, low: float, accepted: str) -> None:
+    if value is not None:
+        check_range(key, value, low, accepted=accepted)
+
+
+def _check_fraction(key: str, value: Any, *, one: bool = False, accepted: str) -> None:
+    """``value`` in [0, 1) (``one``: [0, 1])."""
+    check_range(key, value, 0, 1, high_open=not one, accepted=accepted)
+
+
+def check_seed(key: str, value: Any) -> None:
+    check_range(key, value, 0, MAX_SEED, accepted=f"an integer seed in [0, {MAX_SEED}]")
+
+
+def check_path_name(key: str, value: Any) -> None:
+    """A name that becomes part of a path under ``paths.runs_dir``: relative, without ``..``."""
+    parts = Path(str(value)).parts
+    if not value or Path(str(value)).is_absolute() or ".." in parts or "\\" in str(value):
+        raise ConfigError(f"{key}={value!r} is not accepted; a name (or relative sub-path) inside paths.runs_dir, "
+                          "without '..', a leading '/' or backslashes")
+
+
+def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """Every key of a schema-typed node is a field of its schema, so that a typo added with ``+key=value`` is
+    rejected like any unknown key. ``trainer`` may hold extra ``lightning.Trainer`` arguments (checked against
+    Trainer's signature when a job starts); free-form nodes (``callbacks``, ``compare.*_args``) are not walked."""
+    schema = OmegaConf.get_type(cfg)
+    keys = [k for k in cfg.keys() if not (prefix == "" and k == "hydra")]
+    if is_dataclass(schema) and prefix != "trainer.":
+        allowed = {f.name for f in fields(schema)}
+        extra = [k for k in keys if k not in allowed]
+        if extra:
+            where = f"'{prefix.rstrip('.')}'" if prefix else "the root config"
+            raise ConfigError(f"{prefix}{extra[0]} is not a config key (unknown keys are rejected, also when added "
+                              f"with +{prefix}{extra[0]}=...); {where} has: {', '.join(sorted(allowed))}")
+    for key in keys:
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            check_known_keys(node, f"{prefix}{key}.")
+
+
+def check_sampling(prefix: str, sampling: Any) -> None:
+    """Ranges of sampling options (a paradigm's ``generator.sampling`` or the ``sampling.<key>=`` overrides of a
+    command); keys that are absent or None are not checked."""
+    values = {k: v for k, v in (sampling.items() if sampling is not None else ()) if v is not None}
+    ranges = {
+        "cfg": (0, "a guidance weight w >= 0 (0: no guidance)"),
+        "temperature": (0, "a temperature >= 0 (0: greedy)"),
+        "top_k": (0, "0 (off) or the number of logits kept"),
+        "steps": (1, "at least 1 decoding step"),
+        "diffusion_steps": (1, "at least 1 diffusion step"),
+        "choice_temperature": (0, "a temperature >= 0"),
+    }
+    for key, (low, accepted) in ranges.items():
+        if key in values:
+            check_range(f"{prefix}.{key}", values[key], low, accepted=accepted)
+    if "top_p" in values:
+        _check_fraction(f"{prefix}.top_p", values["top_p"], one=True, accepted="a probability mass in [0, 1] "
+                                                                               "(0 or 1: off)")
+    if "cfg_schedule" in values:
+        check_choice(f"{prefix}.cfg_schedule", values["cfg_schedule"], CFG_SCHEDULES)
+
+
+def check_data(d: DictConfig) -> None:
+    """Ranges of the ``data`` group."""
+    check_range("data.resolution", d.resolution, 1, accepted="a positive image side in pixels")
+    check_range("data.batch_size", d.batch_size, 1, accepted="at least 1 image per batch")
+    check_range("data.num_workers", d.num_workers, 0, accepted="0 (load in the main process) or more workers")
+    _check_fraction("data.val_fraction", d.val_fraction, accepted="a held-out fraction in [0, 1)")
+    check_seed("data.split_seed", d.split_seed)
+    if "num_classes" in d:
+        check_range("data.num_classes", d.num_classes, 1, accepted="at least 1 class")
+        check_range("data.num_images", d.num_images, 2, accepted="at least 2 images (a train and a val one)")
+
+
+def check_generator(g: DictConfig) -> None:
+    """Ranges of the ``generator`` group and its sampling options (choices are checked in :func:`validate`)."""
+    check_range("generator.depth", g.depth, 1, accepted="at least 1 transformer block (the scaling knob)")
+    _check_optional("generator.width", g.width, 1, accepted="null (64 * depth) or a positive width")
+    _check_optional("generator.heads", g.heads, 1, accepted="null (depth) or a positive number of heads")
+    from genarena.generators.backbone import resolve_width  # lazy: model code imports torch; checks run at job start
+
+    try:
+        resolve_width(g.depth, g.width, g.heads)
+    except ValueError as e:
+        raise ConfigError(f"generator.width={g.width} / generator.heads={g.heads}: {e}; choose a width that is a "
+                          "multiple of the heads (null: 64 * depth and depth heads)") from None
+    check_range("generator.mlp_ratio", g.mlp_ratio, 0, low_open=True, accepted="a ratio > 0")
+    for key in ("drop_path", "dropout", "class_dropout"):
+        _check_fraction(f"generator.{key}", g[key], accepted="a probability in [0, 1)")
+    check_range("generator.gate_init", g.gate_init, 0, accepted="a scale >= 0")
+    for key, accepted in (("embed_dropout", "a probability in [0, 1)"), ("label_smoothing", "a smoothing in [0, 1)")):
+        if key in g:
+            _check_fraction(f"generator.{key}", g[key], accepted=accepted)
+    if "mask_ratio_min" in g:
+        _check_fraction("generator.mask_ratio_min", g.mask_ratio_min, one=True, accepted="a ratio in [0, 1]")
+    for key, low, accepted in (("init_adaln", 0, "a multiplier >= 0"), ("init_adaln_gamma", 0, "a multiplier >= 0"),
+                               ("init_head", 0, "a multiplier >= 0"), ("buffer_size", 1, "at least 1 position"),
+                               ("diffusion_depth", 1, "at least 1 block"),
+                               ("diffusion_timesteps", 1, "at least 1 step"),
+                               ("diffusion_batch_mul", 1, "at least 1 noise draw per token")):
+        if key in g:
+            check_range(f"generator.{key}", g[key], low, accepted=accepted)
+    for key in ("encoder_depth", "decoder_depth", "diffusion_width"):
+        if key in g:
+            _check_optional(f"generator.{key}", g[key], 1, accepted="null (the default) or a positive value")
+    check_sampling("generator.sampling", g.sampling)
+
+
+def check_optim(o: DictConfig) -> None:
+    check_range("optim.lr", o.lr, 0, low_open=True, accepted="a learning rate > 0")
+    if len(o.betas) != 2 or any(not 0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"optim.betas={list(o.betas)} is not accepted; two Adam betas in [0, 1)")
+    check_range("optim.weight_decay", o.weight_decay, 0, accepted="a decay >= 0")
+    check_range("optim.warmup_steps", o.warmup_steps, 0, accepted="0 or more warm-up steps")
+    _check_fraction("optim.min_lr_ratio", o.min_lr_ratio, one=True, accepted="a ratio in [0, 1] of the peak lr")
+    check_range("optim.grad_clip", o.grad_clip, 0, accepted="0 (off) or a gradient-norm bound > 0")
+
+
+def check_trainer(t: DictConfig) -> None:
+    """Ranges of genarena's ``trainer`` keys (Lightning checks the arguments added with ``+trainer.<key>=``)."""
+    check_range("trainer.max_steps", t.max_steps, 1, accepted="a positive step budget (the learning-rate schedule "
+                 "decays over it; -1, Lightning's 'no limit', would train forever at the schedule's final lr)")
+    check_range("trainer.val_check_interval", t.val_check_interval, 1, accepted="the steps between validations, "
+                 "at least 1")
+    check_choice("trainer.precision", t.precision, TRAINER_PRECISIONS)
+    if t.max_time is not None and not MAX_TIME_FORMAT.match(str(t.max_time)):
+        raise ConfigError(f"trainer.max_time={t.max_time!r} is not accepted; a wall-clock budget DD:HH:MM:SS "
+                          "(00:02:30:00) or null")
+    for key in ("num_nodes", "accumulate_grad_batches", "log_every_n_steps"):
+        check_range(f"trainer.{key}", t[key], 1, accepted="at least 1")
+    _check_optional("trainer.check_val_every_n_epoch", t.check_val_every_n_epoch, 1, accepted="null or at least 1")
+    _check_optional("trainer.num_threads", t.num_threads, 1, accepted="null (torch's default) or at least 1 thread")
+    check_range("trainer.num_sanity_val_steps", t.num_sanity_val_steps, -1, accepted="-1 (all), 0 or more batches")
+    train, val = t.limit_train_batches, t.limit_val_batches
+    if not ((isinstance(train, float) and 0 < train <= 1) or (isinstance(train, int) and train >= 1)):
+        raise ConfigError(f"trainer.limit_train_batches={train!r} is not accepted; a fraction of the batches in (0, 1] "
+                          "or a number of batches, at least 1")
+    if not ((isinstance(val, float) and 0 <= val <= 1) or (isinstance(val, int) and val >= 0)):
+        raise ConfigError(f"trainer.limit_val_batches={val!r} is not accepted; a fraction of the batches in [0, 1] "
+                          "or a number of batches (0: no validation)")
+
+
+def check_infrastructure(cfg: DictConfig) -> None:
+    """Ranges of the root keys and of the optim, trainer, log and classifier groups, and the names that become paths."""
+    check_seed("seed", cfg.seed)
+    check_path_name("experiment_name", cfg.experiment_name)
+    if cfg.sweep_name is not None:
+        check_path_name("sweep_name", cfg.sweep_name)
+    check_optim(cfg.optim)
+    check_trainer(cfg.trainer)
+    check_range("log.sample_every_n_steps", cfg.log.sample_every_n_steps, 0, accepted="0 (off) or a step interval")
+    check_range("log.grid_size", cfg.log.grid_size, 1, accepted="at least 1 image")
+    check_range("log.checkpoint_every_n_steps", cfg.log.checkpoint_every_n_steps, 0,
+                 accepted="0 (off) or a step interval")
+    check_classifier(cfg.classifier)
+
+
+def check_classifier(c: DictConfig) -> None:
+    for key in ("ch", "feature_dim", "max_steps", "batch_size"):
+        check_range(f"classifier.{key}", c[key], 1, accepted="at least 1")
+    check_range("classifier.lr", c.lr, 0, low_open=True, accepted="a learning rate > 0")
+    _check_fraction("classifier.min_val_acc", c.min_val_acc, one=True, accepted="a validation accuracy in [0, 1]")
 
 
 def check_tokenizer(tok: DictConfig, resolution: int) -> None:
@@ -599,11 +776,11 @@ def check_tokenizer(tok: DictConfig, resolution: int) -> None:
 
     check_choice("tokenizer.recon_loss", tok.recon_loss, RECON_LOSSES)
     check_choice("tokenizer.net", tok.net, NETS)
-    _check_range("tokenizer.ch", tok.ch, 1, accepted="a positive width")
+    check_range("tokenizer.ch", tok.ch, 1, accepted="a positive width")
     if not tok.ch_mult or any(m < 1 for m in tok.ch_mult):
         raise ConfigError(f"tokenizer.ch_mult={list(tok.ch_mult)} is not accepted; one positive multiplier per level")
-    _check_range("tokenizer.num_res_blocks", tok.num_res_blocks, 1, accepted="at least 1 block per level")
-    _check_range("tokenizer.z_channels", tok.z_channels, 1, accepted="at least 1 latent channel")
+    check_range("tokenizer.num_res_blocks", tok.num_res_blocks, 1, accepted="at least 1 block per level")
+    check_range("tokenizer.z_channels", tok.z_channels, 1, accepted="at least 1 latent channel")
     grid, rem = divmod(resolution, 2 ** (len(tok.ch_mult) - 1))
     if rem:
         raise ConfigError(f"data.resolution={resolution} is not divisible by the tokenizer's downsampling "
@@ -611,7 +788,7 @@ def check_tokenizer(tok: DictConfig, resolution: int) -> None:
     ldm = tok.ldm
     if tok.net == "ldm":
         if ldm.embed_dim is not None:
-            _check_range("tokenizer.ldm.embed_dim", ldm.embed_dim, 1,
+            check_range("tokenizer.ldm.embed_dim", ldm.embed_dim, 1,
                          accepted="null (z_channels) or a positive dimension")
         if ldm.quant_conv_kernel < 1 or ldm.quant_conv_kernel % 2 == 0:
             raise ConfigError(f"tokenizer.ldm.quant_conv_kernel={ldm.quant_conv_kernel!r} is not accepted; "
@@ -624,14 +801,14 @@ def check_tokenizer(tok: DictConfig, resolution: int) -> None:
         raise ConfigError(f"tokenizer.ldm.embed_dim={ldm.embed_dim!r} needs tokenizer.net=ldm: the genarena net has no "
                           "quant_conv, its code dimension is z_channels")
     if tok.name in ("vq", "msvq"):
-        _check_range("tokenizer.vocab_size", tok.vocab_size, 2, accepted="at least 2 codes")
-        _check_range("tokenizer.beta", tok.beta, 0, accepted="a commitment weight >= 0")
-        _check_range("tokenizer.entropy_weight", tok.entropy_weight, 0, accepted="a weight >= 0 (0 disables)")
-        _check_range("tokenizer.entropy_temperature", tok.entropy_temperature, 0, low_open=True,
+        check_range("tokenizer.vocab_size", tok.vocab_size, 2, accepted="at least 2 codes")
+        check_range("tokenizer.beta", tok.beta, 0, accepted="a commitment weight >= 0")
+        check_range("tokenizer.entropy_weight", tok.entropy_weight, 0, accepted="a weight >= 0 (0 disables)")
+        check_range("tokenizer.entropy_temperature", tok.entropy_temperature, 0, low_open=True,
                      accepted="a temperature > 0")
-        _check_range("tokenizer.dead_code_threshold", tok.dead_code_threshold, 0,
+        check_range("tokenizer.dead_code_threshold", tok.dead_code_threshold, 0,
                      accepted="a usage share >= 0 (0 never restarts a code)")
-        _check_range("tokenizer.usage_decay", tok.usage_decay, 0, 1, high_open=True, accepted="an EMA decay in [0, 1)")
+        check_range("tokenizer.usage_decay", tok.usage_decay, 0, 1, high_open=True, accepted="an EMA decay in [0, 1)")
     if tok.name == "msvq":
         from genarena.tokenizers.msvq import SCALE_NORMS  # lazy: as above
 
@@ -642,14 +819,14 @@ def check_tokenizer(tok: DictConfig, resolution: int) -> None:
         if not tok.ckpt and pn[-1] != grid:
             raise ConfigError(f"tokenizer.patch_nums={pn} must increase strictly and end at the latent grid side "
                               f"{grid} (data.resolution={resolution} / downsampling)")
-        _check_range("tokenizer.quant_resi", tok.quant_resi, 0, 1,
+        check_range("tokenizer.quant_resi", tok.quant_resi, 0, 1,
                      accepted="r in [0, 1] of phi(h) = (1 - r) h + r conv(h) (VAR: 0.5; 0: no phi conv)")
-        _check_range("tokenizer.share_quant_resi", tok.share_quant_resi, 0, len(pn),
+        check_range("tokenizer.share_quant_resi", tok.share_quant_resi, 0, len(pn),
                      accepted=f"0 (one phi conv per scale) up to the number of scales, {len(pn)} (VAR: 4)")
     if tok.name == "kl":
-        _check_range("tokenizer.kl_weight", tok.kl_weight, 0, accepted="a weight >= 0")
+        check_range("tokenizer.kl_weight", tok.kl_weight, 0, accepted="a weight >= 0")
         if tok.scale_factor is not None:
-            _check_range("tokenizer.scale_factor", tok.scale_factor, 0, low_open=True,
+            check_range("tokenizer.scale_factor", tok.scale_factor, 0, low_open=True,
                          accepted="null (measured after training) or a factor > 0 (MAR's KL-16: 0.2325)")
 
 
@@ -660,8 +837,11 @@ def validate(cfg: DictConfig) -> None:
     from genarena.tokenizers import TOKENIZERS
 
     check_choice("task", cfg.task, TASKS)
+    check_known_keys(cfg)
     for group in SCHEMAS:
         _check_has_schema(cfg, group)
+    check_infrastructure(cfg)
+    check_data(cfg.data)
     check_choice("data.name", cfg.data.name, tuple(SOURCES))
     check_choice("data.channels", cfg.data.channels, DATA_CHANNELS)
     if cfg.data.name == "imagefolder":  # a missing data root is the first thing to report
@@ -669,7 +849,7 @@ def validate(cfg: DictConfig) -> None:
     check_choice("tokenizer.name", cfg.tokenizer.name, tuple(TOKENIZERS))
     check_tokenizer(cfg.tokenizer, cfg.data.resolution)
     check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
-    check_choice("generator.sampling.cfg_schedule", cfg.generator.sampling.cfg_schedule, CFG_SCHEDULES)
+    check_generator(cfg.generator)
     if cfg.generator.name == "var":
         from genarena.generators.var import INITS  # lazy: as above
 

@@ -19,3 +19,7 @@ class CheckpointError(GenArenaError):
 
 class IncompatibleTokenizerError(GenArenaError):
     """A generator paired with a tokenizer of a kind it cannot model."""
+
+
+class NonFiniteError(GenArenaError):
+    """A training loss or gradient norm that became NaN or infinite: the run diverged and stops at that step."""

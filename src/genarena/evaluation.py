@@ -84,7 +84,7 @@ def evaluate_run(cfg: DictConfig, ckpt: str | Path, *, sampling: Mapping[str, An
     check_eval_options(cfg.eval)
     cfg = cfg.copy()
     path = resolve_checkpoint(ckpt, cfg.eval.checkpoint)
-    generator, tokenizer, hp = load_generator(path, use_ema=ema)
+    generator, tokenizer, hp = load_generator(path, use_ema=ema, allow_unsafe=cfg.allow_unsafe_load)
     OmegaConf.set_struct(cfg, False)
     cfg.data = OmegaConf.create(hp["data"])
     apply_data_overrides(cfg, data or {})

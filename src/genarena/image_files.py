@@ -46,41 +46,64 @@ def save_samples(out: Path, images: Tensor, labels: Tensor, num_classes: int, me
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # the image files of a folder given as images=
+
+
+def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """``images`` and optional ``labels`` of an .npz (no pickled objects), or ADM's ``arr_0`` / ``arr_1`` (the third
+    value says which layout); :class:`DataError` for anything else."""
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            files = list(f.files)
+            key, label_key = ("images", "labels") if "images" in files else ("arr_0", "arr_1")
+            if key not in files:
+                raise DataError(f"images={p}: the .npz has no 'images' (or ADM 'arr_0') array "
+                                f"(found {', '.join(files) or 'nothing'})")
+            return f[key], f[label_key] if label_key in files else None, key == "arr_0"
+    except DataError:
+        raise
+    except Exception as e:  # not a zip, truncated, corrupt members, object arrays (pickle)...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "empty or truncated"
+        raise DataError(f"images={p} is not a readable .npz ({type(e).__name__}: {reason})") from None
+
+
+def _read_image(path: Path, mode: str) -> np.ndarray:
+    from PIL import Image  # lazy: only folders of images need it
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode))
+    except Exception as e:  # PIL: unidentified, truncated or corrupt files
+        raise DataError(f"images: {path} is not a readable image ({type(e).__name__}: {e})") from None
+
+
 def load_images(path: str | Path, channels: int) -> tuple[Tensor, Tensor | None]:
     """uint8 ``(N, C, H, W)`` and labels ``(N,)`` (or None) from an .npz (``images`` [+ ``labels``], or ADM's
-    ``arr_0`` [+ ``arr_1``]) or a folder of PNGs; an ADM file's 3 equal channels become ``channels``."""
+    ``arr_0`` [+ ``arr_1``], whose 3 equal channels become ``channels``) or a folder of PNG / JPEG files; a file
+    that cannot be read is one :class:`DataError` naming it."""
     p = Path(path).expanduser()
     if p.is_file() and p.suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as f:
-                files = list(f.files)
-                key, label_key = ("images", "labels") if "images" in files else ("arr_0", "arr_1")
-                images = f[key] if key in files else None
-                labels = f[label_key] if label_key in files else None
-        except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"images={p} is not a readable .npz ({type(e).__name__}: {e})") from None
-        if images is None:
-            raise DataError(f"images={p}: the .npz has no 'images' (or ADM 'arr_0') array "
-                            f"(found {', '.join(files) or 'nothing'})")
+        images, labels, adm = _read_npz(p)
         if images.ndim == 3:
             images = images[..., None]
-        if images.ndim == 4 and images.shape[-1] == 3 and channels == 1 and key == "arr_0":
+        if adm and images.ndim == 4 and images.shape[-1] == 3 and channels == 1:
             images = images[..., :1]  # ADM stores gray images as three equal channels
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise DataError(f"images={p}: expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+            raise DataError(f"images={p}: expected uint8 (N, H, W, C) with N >= 1 and C = 1 or 3, got {images.dtype} "
+                            f"{images.shape}")
+        if labels is not None and (labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer)):
+            raise DataError(f"images={p}: 'labels' must be {len(images)} integers, got {labels.dtype} {labels.shape}")
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         return x, None if labels is None else torch.as_tensor(labels).long()
     if p.is_dir():
-        from PIL import Image  # lazy: only folders of PNGs need it
-
-        files = sorted(p.glob("*.png"))
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DataError(f"images={p}: no .png files in that folder")
+            raise DataError(f"images={p}: no .png / .jpg files in that folder")
         mode = "L" if channels == 1 else "RGB"
-        arrays = [np.asarray(Image.open(f).convert(mode)) for f in files]
+        arrays = [_read_image(f, mode) for f in files]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
-            raise DataError(f"images={p}: the PNGs differ in size ({sorted(shapes)[:3]} ...)")
+            raise DataError(f"images={p}: the images differ in size ({sorted(shapes)[:3]} ...)")
         x = torch.from_numpy(np.stack(arrays))
         return (x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)).contiguous(), None
-    raise DataError(f"images={p} is neither an .npz file nor a folder of PNGs")
+    raise DataError(f"images={p} is neither an .npz file nor a folder of PNG / JPEG images")

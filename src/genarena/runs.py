@@ -17,6 +17,7 @@ import json
 import math
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from genarena.errors import ConfigError
 
 EVAL_DIR = "eval"  # genarena-eval writes <run>/eval/<extractor>_n<N>_seed<seed>/metrics.json
 
@@ -51,6 +54,23 @@ def config_fingerprint(cfg: DictConfig) -> str:
             node.pop(parts[-1], None)
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def check_writable_dir(key: str, path: str | Path) -> None:
+    """:class:`ConfigError` naming ``key`` unless ``path`` is a writable directory or can be created as one. The
+    nearest existing folder is probed (a temporary folder made and removed there), so nothing is left behind and
+    a command fails before its work, not after."""
+    p = Path(path).expanduser().absolute()
+    ancestor = p
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{key}={path} cannot be a directory: {ancestor} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".genarena-probe-", dir=ancestor))
+    except OSError as e:
+        raise ConfigError(f"{key}={path} cannot be written ({type(e).__name__}: {e.strerror or e} in {ancestor}); "
+                          "choose a writable directory") from None
 
 
 def _clean(value: Any) -> Any:

@@ -19,11 +19,26 @@ from typing import Any
 from omegaconf import DictConfig
 
 from genarena.cli.app import run_app, task_overrides
-from genarena.config import to_dict
+from genarena.config import check_classifier, check_eval_options, check_known_keys, check_range, check_sampling, to_dict
 from genarena.errors import ConfigError
+from genarena.runs import check_writable_dir
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Everything checkable before loading or sampling: keys, the eval and classifier blocks, ranges, sampling
+    values, the output folder."""
+    check_known_keys(cfg)
+    check_eval_options(cfg.eval)
+    check_classifier(cfg.classifier)
+    if cfg.n is not None:
+        check_range("n", cfg.n, 1, accepted="null (all images) or at least 1")
+    check_sampling("sampling", cfg.sampling)
+    if cfg.out:
+        check_writable_dir("out", cfg.out)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    check_options(cfg)
     from genarena.evaluation import evaluate_images, evaluate_run, write_reference_statistics  # lazy: torch
 
     if cfg.write_statistics:

@@ -13,16 +13,37 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from genarena.cli.app import run_app
-from genarena.config import CHECKPOINT_SELECTIONS, SAMPLE_FORMATS, check_choice, to_dict
+from genarena.config import (
+    CHECKPOINT_SELECTIONS,
+    SAMPLE_FORMATS,
+    check_choice,
+    check_known_keys,
+    check_range,
+    check_sampling,
+    to_dict,
+)
+from genarena.runs import check_writable_dir
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Everything checkable before the checkpoint is loaded: keys, ranges, sampling values, the output folder."""
+    check_known_keys(cfg)
+    check_choice("checkpoint", cfg.checkpoint, CHECKPOINT_SELECTIONS)
+    check_choice("format", cfg.format, SAMPLE_FORMATS)
+    check_range("n", cfg.n, 1, accepted="at least 1 sample")
+    check_range("batch_size", cfg.batch_size, 1, accepted="at least 1 sample per batch")
+    check_sampling("sampling", cfg.sampling)
+    if cfg.out:
+        check_writable_dir("out", cfg.out)
 
 
 def sample(cfg: DictConfig) -> Path:
+    check_options(cfg)
     from genarena.api import load  # lazy: torch loads only when sampling starts
     from genarena.image_files import save_samples  # lazy: as above
 
-    check_choice("checkpoint", cfg.checkpoint, CHECKPOINT_SELECTIONS)
-    check_choice("format", cfg.format, SAMPLE_FORMATS)
-    run = load(cfg.ckpt, checkpoint=cfg.checkpoint, ema=cfg.ema, device=cfg.device)
+    run = load(cfg.ckpt, checkpoint=cfg.checkpoint, ema=cfg.ema, device=cfg.device,
+               allow_unsafe_load=cfg.allow_unsafe_load)
     labels = run.labels(cfg.n, cfg.labels if isinstance(cfg.labels, str) else list(cfg.labels))
     result = run.generate(labels, seed=cfg.seed, batch_size=cfg.batch_size, progress=True, **to_dict(cfg.sampling))
     out = Path(cfg.out) if cfg.out else run.checkpoint.parent.parent / "samples" / f"sample_seed{cfg.seed}"

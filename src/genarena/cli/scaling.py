@@ -59,6 +59,7 @@ METRICS = ("val_loss_best", "val_loss", "val_loss_last", "val_loss_scale_mean", 
            "kid_mean")
 X_KEYS = ("params_non_embedding", "params", "flops_train_total")
 EXTRA_METRICS = ("val_token_error", "fid")  # also fitted (and plotted) whenever runs have them
+SHOWN_SKIPPED = 20  # skipped runs (failed, running, unreadable) printed one per line, with the reason
 FitTree = dict[str, dict[str, dict[str, dict[str, FitResult]]]]  # fits[metric][x][paradigm][kind]
 
 
@@ -310,8 +311,13 @@ def default_out(args: argparse.Namespace, runs: Sequence[Mapping[str, Any]]) -> 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     col = collect(args)
     print(col.summary())
+    for where, why in col.skipped[:SHOWN_SKIPPED]:  # a failed run is refused, saying why
+        print(f"  skipped {where}: {why}")
+    if len(col.skipped) > SHOWN_SKIPPED:
+        print(f"  ... and {len(col.skipped) - SHOWN_SKIPPED} more (fits.json lists them all)")
     if not col.runs:
-        raise ScalingError(f"no finished generator runs to fit ({col.summary()})")
+        why = "; ".join(f"{where}: {reason}" for where, reason in col.skipped[:3])
+        raise ScalingError(f"no finished generator runs to fit ({col.summary()})" + (f"; {why}" if why else ""))
     rank = {name: i for i, name in enumerate(PARADIGM_ORDER)}
     col.runs.sort(key=lambda r: rank.get(str(r.get("paradigm")), len(rank)))  # stable: var, ar, maskgit, mar
     datasets = sorted({str(r.get("data")) for r in col.runs})

@@ -235,7 +235,7 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
 
     t = time.perf_counter()
     banner(1, f"domain classifier of data={cfg.data.name} (cached in {cfg.paths.cache_dir})")
-    classifier_cached = classifier_cache_path(cfg.paths.cache_dir, cfg.data).is_file()
+    classifier_cached = classifier_cache_path(cfg.paths.cache_dir, cfg.data, cfg.classifier).is_file()
     classifier_path = ensure_classifier(cfg)
     stage_min["classifier"] = (time.perf_counter() - t) / 60
 

@@ -232,7 +232,11 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, key) -> tuple[Tensor, int]:
         i, generator = sample_generator(key)
-        x, y = self.ds[i]
+        try:
+            x, y = self.ds[i]
+        except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified, truncated or corrupt image files
+            raise DataError(f"data.name=imagefolder: {self.ds.samples[i][0]} is not a readable image "
+                            f"({type(e).__name__}: {e}); remove or replace it") from None
         if self.hflip and rand(generator) < 0.5:
             x = x.flip(-1)
         return x, y

@@ -59,15 +59,18 @@ def build_generator(cfg: Mapping[str, Any], tokenizer: Tokenizer, num_classes: i
     return cls(tokenizer=tokenizer, num_classes=num_classes, **kwargs)
 
 
-def load_generator(path: str | Path, use_ema: bool = True) -> tuple[Generator, Tokenizer, dict[str, Any]]:
+def load_generator(path: str | Path, use_ema: bool = True, *,
+                   allow_unsafe: bool = False) -> tuple[Generator, Tokenizer, dict[str, Any]]:
     """Generator (eval mode) and its tokenizer from a generator checkpoint or run directory.
 
     The checkpoint is self-contained: it carries the tokenizer's config and weights. A run trained with
     weight averaging (``callbacks.ema``) stores the averaged weights as its state dict and the trained ones
     beside them; ``use_ema=False`` takes the trained ones. ``hp["weights"]`` says which: ``ema`` | ``trained``
     (a checkpoint with one set of weights may name it: an imported MAR's are MAR's EMA weights, ``genarena-import``).
+    The file is read with ``weights_only=True`` (``allow_unsafe`` for a trusted old file, see
+    :mod:`genarena.checkpoints`).
     """
-    ckpt = read_checkpoint(path, expected_role="generator")
+    ckpt = read_checkpoint(path, expected_role="generator", allow_unsafe=allow_unsafe)
     hp = ckpt["hyper_parameters"]
     averaged = "current_model_state" in ckpt
     sd = ckpt["current_model_state"] if averaged and not use_ema else ckpt["state_dict"]

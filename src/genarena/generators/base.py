@@ -31,6 +31,16 @@ def tokenizer_of_kind(kind: str) -> str:
     return next(name for name, cls in TOKENIZERS.items() if cls.kind == kind)
 
 
+def check_tokenizer_kind(paradigm: str, requires: str, tokenizer: Tokenizer) -> None:
+    """:class:`IncompatibleTokenizerError` unless ``tokenizer`` gives the token kind the paradigm ``requires``."""
+    if tokenizer.kind != requires:
+        needed = tokenizer_of_kind(requires)
+        raise IncompatibleTokenizerError(
+            f"generator '{paradigm}' needs a {requires} tokenizer (tokenizer={needed}), but got a "
+            f"{tokenizer.kind} one ({type(tokenizer).__name__}); train one with "
+            f"`genarena-train task=tokenizer tokenizer={needed}`")
+
+
 class Generator(nn.Module, ABC):
     name: ClassVar[str]
     requires: ClassVar[str]  # tokenizer kind: discrete | multiscale | continuous
@@ -39,12 +49,7 @@ class Generator(nn.Module, ABC):
                  mlp_ratio: float, qk_norm: bool, drop_path: float, dropout: float, class_dropout: float,
                  gate_init: float) -> None:
         super().__init__()
-        if tokenizer.kind != self.requires:
-            needed = tokenizer_of_kind(self.requires)
-            raise IncompatibleTokenizerError(
-                f"generator '{self.name}' needs a {self.requires} tokenizer (tokenizer={needed}), but got a "
-                f"{tokenizer.kind} one ({type(tokenizer).__name__}); train one with "
-                f"`genarena-train task=tokenizer tokenizer={needed}`")
+        check_tokenizer_kind(self.name, self.requires, tokenizer)
         self._tokenizer = (tokenizer,)  # a reference, not a submodule: its weights stay the tokenizer's
         self.num_classes, self.null_class, self.class_dropout = num_classes, num_classes, class_dropout
         self.depth = depth

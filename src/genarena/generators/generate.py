@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from genarena.config import check_sampling
 from genarena.errors import ConfigError
 from genarena.generators.base import Generator
 from genarena.tokenizers import Tokenizer
@@ -26,7 +27,9 @@ def balanced_labels(n: int, num_classes: int, device=None) -> Tensor:
 
 
 def merge_sampling(run_sampling: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A run's sampling config with the non-None ``overrides``; an option the paradigm lacks is an error."""
+    """A run's sampling config with the non-None ``overrides``; an option the paradigm lacks, or a value out of
+    its range (a negative temperature, ...), is an error."""
+    check_sampling("sampling", overrides)
     out = dict(run_sampling)
     for key, value in overrides.items():
         if value is None:

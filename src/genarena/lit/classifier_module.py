@@ -8,6 +8,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from genarena.lit.guard import any_rank, check_grad_norm, check_losses, check_weights
 from genarena.lit.optim import build_optimizer
 from genarena.metrics.classifier import DomainClassifier, random_translate
 
@@ -29,9 +30,17 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self.model(random_translate(x, 2))
         loss = F.cross_entropy(logits, y)
+        check_losses(self.global_step, {"train/loss": loss}, any_rank(self._trainer))
         self.log_dict({"train/loss": loss, "train/acc": (logits.argmax(-1) == y).float().mean()})
         self.log("loss", loss, prog_bar=True, logger=False)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.log("train/grad_norm", check_grad_norm(self.global_step, self.model.parameters(), self.trainer.precision,
+                                                    ranks=any_rank(self.trainer)))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_weights(self.global_step, checkpoint["state_dict"])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 
 from genarena.generators import build_generator
 from genarena.generators.generate import balanced_labels
+from genarena.lit.guard import any_rank, check_grad_norm, check_losses, check_weights
 from genarena.lit.optim import build_optimizer
 from genarena.tokenizers import Tokenizer
 
@@ -56,6 +57,7 @@ class GeneratorModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         tokens, labels = batch
         out = self.generator.loss(tokens, labels)
+        check_losses(self.global_step, {f"train/{k}": v for k, v in out.items()}, any_rank(self._trainer))
         self.log_dict({f"train/{k}": v for k, v in out.items()})
         self.log("loss", out["loss"].detach(), prog_bar=True, logger=False)
         return out["loss"]
@@ -87,7 +89,13 @@ class GeneratorModule(L.LightningModule):
         self.log("val/loss_best", self.best_val_loss)
         self.last_val = means
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norm = check_grad_norm(self.global_step, self.generator.parameters(), self.trainer.precision,
+                               ranks=any_rank(self.trainer))
+        self.log("train/grad_norm", norm)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_weights(self.global_step, checkpoint["state_dict"])
         checkpoint["best_val"] = [self.best_val_loss, self.best_val_step]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

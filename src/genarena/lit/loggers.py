@@ -45,7 +45,12 @@ def wandb_server_reachable(timeout: float = 3.0) -> bool:
 
 
 def resolve_wandb_mode(requested: str) -> str:
-    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with a key and a reachable server, else ``offline``."""
+    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with a key and a reachable server, else ``offline``.
+    ``online`` with an unreachable server -> ``offline`` (one log line) instead of waiting for wandb's retries."""
+    if requested == "online" and not wandb_server_reachable():
+        log.warning("W&B: logger.mode=online but %s is unreachable: logging offline (sync later with `wandb sync`)",
+                    _wandb_host())
+        return "offline"
     if requested != "auto":
         return requested
     if os.environ.get("WANDB_MODE"):
@@ -114,6 +119,10 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None, resume
     if resume_id:
         kwargs.update(id=resume_id, resume="allow")
         log.info("W&B: resuming run %s", resume_id)
+    if lcfg.get("init_timeout"):  # a bad key or a slow server fails after this, not after wandb's ~100 s of retries
+        import wandb  # lazy: only runs that log to W&B need it (and it takes a second to import)
+
+        kwargs["settings"] = wandb.Settings(init_timeout=float(lcfg.init_timeout))
     for attempt in ([mode, "offline"] if mode == "online" else [mode]):
         try:
             logger = WandbLogger(mode=attempt, **kwargs)
@@ -177,8 +186,10 @@ def log_evaluation_to_wandb(run_dir: Path, scalars: dict[str, Any]) -> bool:
         mode = resolve_wandb_mode(lcfg.get("mode") or "auto")
         if mode == "disabled":
             return False
+        timeout = lcfg.get("init_timeout")
         run = wandb.init(id=run_id, resume="allow", project=lcfg.get("project") or "genarena",
-                         entity=lcfg.get("entity"), dir=str(run_dir), mode=mode)
+                         entity=lcfg.get("entity"), dir=str(run_dir), mode=mode,
+                         settings=wandb.Settings(init_timeout=float(timeout)) if timeout else None)
         numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         run.log({f"eval/{k}": v for k, v in numbers.items()})
         run.summary.update({k: v for k, v in scalars.items() if isinstance(v, (int, float, str))})

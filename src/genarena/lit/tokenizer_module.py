@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from genarena.lit.guard import any_rank, check_grad_norm, check_losses, check_weights
 from genarena.lit.optim import build_optimizer
 from genarena.tokenizers import build_tokenizer
 from genarena.tokenizers.losses import (
@@ -60,6 +61,7 @@ class TokenizerModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_weights(self.global_step, checkpoint["state_dict"])
         if self.disc_opt is not None:
             checkpoint["disc_optimizer"] = self.disc_opt.state_dict()
 
@@ -73,6 +75,7 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, _ = batch
+        step, ranks = self.global_step, any_rank(self.trainer)  # opt.step() below advances the step
         opt, sched = self.optimizers(), self.lr_schedulers()
         recon, aux = self.tokenizer(x)
         rec = reconstruction_loss(recon, x, self.recon_kind)
@@ -87,16 +90,21 @@ class TokenizerModule(L.LightningModule):
             g = hinge_g_loss(self.disc(recon))
             loss = loss + self.disc_weight * g
             logs["train/g_loss"] = g.detach()
+        check_losses(step, {"train/loss": loss, **logs}, ranks)  # manual optimisation: before backward and step
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        logs["train/grad_norm"] = check_grad_norm(step, self.tokenizer.parameters(), self.trainer.precision,
+                                                  ranks=ranks)
         if self.optim_cfg.grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=self.optim_cfg.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
         sched.step()
         if gan_on:
             d = hinge_d_loss(self.disc(x), self.disc(recon.detach()))
+            check_losses(step, {"train/d_loss": d}, ranks)
             self.disc_opt.zero_grad(set_to_none=True)
             self.manual_backward(d)
+            check_grad_norm(step, self.disc.parameters(), self.trainer.precision, "discriminator gradient norm", ranks)
             self.disc_opt.step()
             logs["train/d_loss"] = d.detach()
         codebook = self.tokenizer.trained_codebook()

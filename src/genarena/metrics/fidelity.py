@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch_fidelity
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -32,7 +32,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 from genarena.config import EVAL_METRICS
 from genarena.data import ImageDataModule
 from genarena.errors import ConfigError, DataError
-from genarena.metrics.classifier import load_classifier
+from genarena.metrics.classifier import data_identity, load_classifier
 from genarena.metrics.extractors import DOMAIN_EXTRACTOR, ClassifierProvider, Extractor, resolve_extractor
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,6 @@ KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
 ISC_SPLITS = 10
 PRC_NEIGHBORHOOD = 3
-# data keys that change how a split is loaded, not which images it holds
-LOADER_KEYS = ("batch_size", "num_workers", "download")
 
 # torch-fidelity's result keys -> the flat names genarena reports
 RESULT_KEYS = {
@@ -135,8 +133,7 @@ register_domain_extractor()
 # --------------------------------------------------------------------------------- metrics
 def data_digest(data_cfg: DictConfig) -> str:
     """sha1 (8 hex digits) of the data config without loader-only keys: which images a split holds."""
-    container = OmegaConf.to_container(data_cfg, resolve=True, enum_to_str=True)
-    blob = json.dumps({k: v for k, v in container.items() if k not in LOADER_KEYS}, sort_keys=True, default=str)
+    blob = json.dumps(data_identity(data_cfg), sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 

@@ -10,14 +10,13 @@ does it convert.
 from __future__ import annotations
 
 import argparse
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
+from genarena.checkpoints import load_file
 from genarena.errors import CheckpointError
 
 MAX_LISTED = 12  # keys named per category before "... and N more"
@@ -87,14 +86,7 @@ def load_released(path: str | Path, source: str, weights_key: str | None) -> dic
     arguments load too (``Namespace`` is allowed as a plain container; nothing else is executed).
     """
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(f"{source} checkpoint {p} does not exist")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{source} checkpoint {p} cannot be read with weights_only=True: {first}") from None
+    obj = load_file(p, what=f"{source} checkpoint", extra_globals=(argparse.Namespace,))
     if weights_key is not None:
         if not isinstance(obj, dict) or weights_key not in obj:
             keys = list(obj)[:MAX_LISTED] if isinstance(obj, dict) else type(obj).__name__

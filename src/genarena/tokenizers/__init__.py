@@ -30,9 +30,10 @@ def build_tokenizer(cfg: Mapping[str, Any], image_channels: int, resolution: int
     return TOKENIZERS[name](image_channels=image_channels, resolution=resolution, **kwargs)
 
 
-def load_tokenizer(path: str | Path) -> tuple[Tokenizer, dict[str, Any]]:
-    """A frozen tokenizer (eval mode, no grads) from a checkpoint or run directory, plus its hyperparameters."""
-    ckpt = read_checkpoint(path, expected_role="tokenizer")
+def load_tokenizer(path: str | Path, *, allow_unsafe: bool = False) -> tuple[Tokenizer, dict[str, Any]]:
+    """A frozen tokenizer (eval mode, no grads) from a checkpoint or run directory, plus its hyperparameters
+    (read with ``weights_only=True``; ``allow_unsafe`` for a trusted old file, see :mod:`genarena.checkpoints`)."""
+    ckpt = read_checkpoint(path, expected_role="tokenizer", allow_unsafe=allow_unsafe)
     hp = ckpt["hyper_parameters"]
     tok = build_tokenizer(hp["tokenizer"], hp["data"]["channels"], hp["data"]["resolution"])
     try:

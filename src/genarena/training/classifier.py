@@ -21,7 +21,7 @@ from genarena.data import ImageDataModule
 from genarena.errors import CheckpointError
 from genarena.lit.classifier_module import ClassifierModule
 from genarena.lit.resume import training_time_s
-from genarena.metrics.classifier import classifier_cache_path, save_classifier
+from genarena.metrics.classifier import check_accuracy, classifier_cache_path, load_classifier, save_classifier
 from genarena.runs import write_metrics
 from genarena.training.trainer import build_trainer
 
@@ -44,16 +44,20 @@ def train_classifier(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | No
     c = cfg.classifier
     module = ClassifierModule(cfg.data.channels, dm.num_classes, c.ch, c.feature_dim, cfg.optim, cfg.trainer.max_steps)
     trainer = build_trainer(cfg, run_dir, logger)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=not cfg.allow_unsafe_load)
     wall = training_time_s(trainer)
     scalars = final_scalars(trainer.validate(module, datamodule=dm, verbose=False))
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     meta = {"channels": cfg.data.channels, "num_classes": dm.num_classes, "ch": c.ch, "feature_dim": c.feature_dim,
-            "data": to_dict(cfg.data), "val_acc": scalars.get("val_acc"), "run_dir": str(run_dir)}
-    cache = classifier_cache_path(cfg.paths.cache_dir, cfg.data)
+            "data": to_dict(cfg.data), "classifier": to_dict(c), "val_acc": scalars.get("val_acc"),
+            "run_dir": str(run_dir)}
+    cache = classifier_cache_path(cfg.paths.cache_dir, cfg.data, c)
     if trainer.is_global_zero:
         save_classifier(module.model.cpu(), cache, meta)
         log.info("domain classifier of %s (val acc %.4f) cached at %s", cfg.data.name, scalars.get("val_acc", 0), cache)
+        if scalars.get("val_acc", 0) < c.min_val_acc:
+            log.warning("its validation accuracy is below classifier.min_val_acc=%s: evaluations will refuse it (%s)",
+                        c.min_val_acc, retrain_hint(cfg))
     return {"params": num_params(module.model), "train_time_s": wall, "steps": trainer.global_step,
             "classifier_cache": str(cache), **scalars}
 
@@ -73,10 +77,19 @@ def classifier_config(cfg: DictConfig) -> DictConfig:
     return out
 
 
+def retrain_hint(cfg: DictConfig) -> str:
+    """How to train a better classifier for ``cfg.data`` (its cache key includes ``classifier.*``)."""
+    steps = 2 * int(cfg.classifier.max_steps)
+    return (f"train a better one, e.g. `genarena-train task=classifier data={cfg.data.name} "
+            f"classifier.max_steps={steps}`, and evaluate with the same classifier.max_steps={steps}")
+
+
 def ensure_classifier(cfg: DictConfig) -> Path:
-    """The cached domain classifier of ``cfg.data``; trains it (as ``genarena-train task=classifier``) when missing."""
-    path = classifier_cache_path(cfg.paths.cache_dir, cfg.data)
+    """The cached domain classifier of ``cfg.data`` trained with ``cfg.classifier``; trains it (as ``genarena-train
+    task=classifier``) when missing. One whose validation accuracy is below ``classifier.min_val_acc`` is refused."""
+    path = classifier_cache_path(cfg.paths.cache_dir, cfg.data, cfg.classifier)
     if path.is_file():
+        check_accuracy(path, load_classifier(path)[1], cfg.classifier.min_val_acc, retrain_hint(cfg))
         return path
     ccfg = classifier_config(cfg)
     run_dir = Path(ccfg.paths.runs_dir) / ccfg.experiment_name / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -90,6 +103,7 @@ def ensure_classifier(cfg: DictConfig) -> Path:
                             "seed": ccfg.seed, "run_dir": str(run_dir), **metrics, "status": "finished"})
     if not path.is_file():
         raise CheckpointError(f"training the domain classifier of data={cfg.data.name} did not write {path}")
+    check_accuracy(path, load_classifier(path)[1], cfg.classifier.min_val_acc, retrain_hint(cfg))
     return path
 
 

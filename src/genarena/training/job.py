@@ -3,7 +3,9 @@
 A run directory holds ``config.yaml`` (resolved), ``checkpoints/``, ``samples/`` and ``metrics.json``
 with ``status`` ``running`` -> ``finished``, ``failed`` (with the error) or ``interrupted`` (a signal; a
 killed run's ``running`` becomes ``interrupted`` on the next look, :mod:`genarena.runs`). A job whose
-resolved config already finished under the same experiment is skipped (``force=true`` re-runs it).
+resolved config already finished under the same experiment is skipped (``force=true`` re-runs it). Every
+check that needs no work runs before the run directory is created; a job that fails before its first training
+step leaves no directory behind, and a directory that recorded another config is never written into.
 
 ``resume`` says where a job starts (:func:`plan_resume`):
 
@@ -38,7 +40,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from genarena.checkpoints import checkpoint_step, newest_resume_checkpoint, resume_checkpoints
+from genarena.checkpoints import checkpoint_step, load_file, newest_resume_checkpoint, resume_checkpoints
 from genarena.config import RESUME_MODES, unique_suffix, validate
 from genarena.errors import ConfigError
 from genarena.generators import tokenizer_for
@@ -56,7 +58,7 @@ from genarena.runs import (
     write_metrics,
 )
 from genarena.training.tasks import TASK_FUNCTIONS
-from genarena.training.trainer import check_strategy
+from genarena.training.trainer import check_strategy, trainer_arguments, training_started
 
 log = logging.getLogger("genarena")
 
@@ -95,6 +97,48 @@ def resolve_auto_tokenizer(cfg: DictConfig) -> None:
             f"`genarena-train task=tokenizer tokenizer={needed} data={cfg.data.name}`")
     log.info("tokenizer.ckpt=auto -> %s", found)
     cfg.tokenizer.ckpt = str(found)
+
+
+def check_startup(cfg: DictConfig) -> None:
+    """Every check that needs no work, before the run directory is created: the config's keys and values
+    (:func:`~genarena.config.validate`), the ``trainer.*`` arguments against ``lightning.Trainer``, and that an
+    explicit ``resume=<checkpoint>`` loads safely."""
+    validate(cfg)
+    trainer_arguments(cfg.trainer)
+    if cfg.resume and Path(str(cfg.resume)).is_file():  # an explicit checkpoint: unsafe or corrupt files stop here
+        load_file(cfg.resume, allow_unsafe=cfg.allow_unsafe_load, what="resume checkpoint")
+
+
+def check_run_dir(run_dir: Path, fingerprint: str) -> None:
+    """A run directory that recorded another config (its ``metrics.json``) is an error, never overwritten."""
+    recorded = read_metrics(run_dir).get("config_fingerprint")
+    if recorded is not None and recorded != fingerprint:
+        raise ConfigError(f"run directory {run_dir} already holds a run of another config (fingerprint {recorded}, "
+                          f"this job's {fingerprint}); it is never overwritten: choose another directory")
+
+
+HYDRA_OWN = (".hydra", "train.log")  # what Hydra writes into a run directory before the job starts (conf/config.yaml)
+
+
+def is_disposable(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds nothing but what Hydra created for this job (or does not exist): only such a
+    directory is removed when the job fails before training starts."""
+    if not run_dir.exists():
+        return True
+    return run_dir.is_dir() and all(p.name in HYDRA_OWN for p in run_dir.iterdir())
+
+
+def discard_run_dir(run_dir: Path, runs_dir: str | Path) -> None:
+    """Remove a job's own run directory and the empty folders above it, up to ``runs_dir`` (rank zero only)."""
+    if rank_zero_only.rank != 0 or not run_dir.exists():
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root = Path(runs_dir).resolve()
+    parent = run_dir.resolve().parent
+    while parent != root and root in parent.parents and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+    log.debug("removed %s: the job stopped before training started", run_dir)
 
 
 # ------------------------------------------------------------------------------------------ resume
@@ -307,20 +351,35 @@ def start_run(cfg: DictConfig, fresh: Path, fingerprint: str, rank_zero: bool, h
 def run_training(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Run one job of ``cfg.task`` in ``run_dir`` (default: Hydra's output directory, or a new timestamped
     one) or, with ``resume``, in the run it continues; returns its ``metrics.json`` content. Skips a job that
-    already finished with an identical config."""
-    validate(cfg)
+    already finished with an identical config. A job that stops before its first training step (a bad value, a
+    bad checkpoint, a skip) leaves no directory behind."""
+    fresh = Path(run_dir) if run_dir is not None else current_run_dir(cfg)
+    disposable = is_disposable(fresh)
+    try:
+        metrics = _run_job(cfg, fresh, hydra_dir=run_dir is None)
+    except BaseException:
+        if disposable and not training_started(fresh):
+            discard_run_dir(fresh, cfg.paths.runs_dir)
+        raise
+    if disposable and not (fresh / "metrics.json").is_file():  # skipped, or continued in the run it resumed
+        discard_run_dir(fresh, cfg.paths.runs_dir)
+    return metrics
+
+
+def _run_job(cfg: DictConfig, fresh: Path, hydra_dir: bool) -> dict[str, Any]:
+    check_startup(cfg)
     check_strategy(cfg.trainer)
     check_resume_value(cfg.resume)
     resolve_auto_tokenizer(cfg)
-    fresh = Path(run_dir) if run_dir is not None else current_run_dir(cfg)
     fingerprint = config_fingerprint(cfg)
     if not cfg.force:
         done = find_finished_run(Path(cfg.paths.runs_dir) / cfg.experiment_name, fingerprint)
         if done is not None:  # also the same directory: re-running a sweep skips its finished jobs
             log.info("skipping: an identical run already finished in %s (force=true re-runs it)", done)
             return read_metrics(done)
+    check_run_dir(fresh, fingerprint)
     rank_zero = rank_zero_only.rank == 0
-    plan = start_run(cfg, fresh, fingerprint, rank_zero, hydra_dir=run_dir is None)
+    plan = start_run(cfg, fresh, fingerprint, rank_zero, hydra_dir=hydra_dir)
     run_dir, previous = plan.run_dir, plan.previous or {}
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:

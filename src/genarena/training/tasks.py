@@ -20,6 +20,8 @@ from genarena.config import to_dict
 from genarena.data import ImageDataModule
 from genarena.data.token_cache import TokenDataModule
 from genarena.errors import ConfigError
+from genarena.generators import generator_class
+from genarena.generators.base import check_tokenizer_kind
 from genarena.lit.evaluation import PeriodicEvalCallback
 from genarena.lit.generator_module import GeneratorModule
 from genarena.lit.resume import training_time_s
@@ -41,7 +43,7 @@ def train_tokenizer(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | Non
     if cfg.trainer.compile:
         module.tokenizer.compile()
     trainer = build_trainer(cfg, run_dir, logger)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=not cfg.allow_unsafe_load)
     wall = training_time_s(trainer)
     fitted = module.calibrate(dm.train_dataloader())
     final = final_scalars(trainer.validate(module, datamodule=dm, verbose=False))
@@ -63,7 +65,9 @@ def check_tokenizer_matches_data(tok_hp: dict[str, Any], data_cfg: DictConfig) -
 def train_generator(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | None = None) -> dict[str, Any]:
     """Train ``cfg.generator`` against the frozen ``cfg.tokenizer.ckpt``; returns the run's scaling coordinates
     (parameters, FLOPs, tokens seen, losses, time)."""
-    tokenizer, tok_hp = load_tokenizer(cfg.tokenizer.ckpt)
+    tokenizer, tok_hp = load_tokenizer(cfg.tokenizer.ckpt, allow_unsafe=cfg.allow_unsafe_load)
+    paradigm, _ = generator_class(to_dict(cfg.generator))
+    check_tokenizer_kind(cfg.generator.name, paradigm.requires, tokenizer)  # before any token is encoded
     check_tokenizer_matches_data(tok_hp, cfg.data)
     dm = TokenDataModule(cfg.data, tokenizer, tok_hp["path"], cfg.paths.cache_dir, cfg.seed)
     dm.setup()
@@ -76,7 +80,7 @@ def train_generator(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | Non
         if isinstance(cb, PeriodicEvalCallback) and cb.active and rank_zero_only.rank == 0:
             cb.attach(Evaluator(cfg, classifier_provider(cfg)))  # resolves the extractor before training starts
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=not cfg.allow_unsafe_load)
     wall = training_time_s(trainer)
     trainer.validate(module, datamodule=dm, verbose=False)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)

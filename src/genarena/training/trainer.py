@@ -137,6 +137,23 @@ def check_strategy(trainer_cfg: DictConfig) -> None:
             "trainer=ddp trainer.accelerator=cpu trainer.devices=<processes>")
 
 
+_STARTED_RUNS: set[str] = set()  # run directories whose training reached its first step (in this process)
+
+
+class TrainingStarted(Callback):
+    """Records that the first training batch reached the model in the trainer's run directory
+    (:func:`training_started`): a job that fails before that leaves no run directory behind."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        _STARTED_RUNS.add(str(Path(trainer.default_root_dir).resolve()))
+
+
+def training_started(run_dir: Path) -> bool:
+    """Whether a trainer of this process began training in ``run_dir``."""
+    return str(Path(run_dir).resolve()) in _STARTED_RUNS
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Logger | bool,
                   callbacks: list[Callback] | None = None) -> L.Trainer:
     """``lightning.Trainer(**cfg.trainer)`` with ``cfg.callbacks`` (or the given ``callbacks``), the logger and
@@ -148,6 +165,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Logger | bool,
         callbacks = build_callbacks(cfg, run_dir, has_logger=bool(logger))
     callbacks = [*callbacks, TrainingState()]
     try:
-        return L.Trainer(**args, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+        return L.Trainer(**args, logger=logger, callbacks=[*callbacks, TrainingStarted()],
+                         default_root_dir=str(run_dir))
     except (ValueError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"trainer: {e}") from None
