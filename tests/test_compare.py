@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -14,6 +17,7 @@ from genarena.comparison.plots import pareto_front
 from genarena.errors import ConfigError
 
 from .conftest import compose_cfg
+from .wandb_files import logged_image, read_runs, read_table
 
 
 def options(*overrides: str):
@@ -64,9 +68,12 @@ def test_tiny_comparison_writes_the_report(workdir):
             "trainer.limit_val_batches=2", "trainer.val_check_interval=2", "log.sample_every_n_steps=0",
             "compare.tokenizer_args.trainer.max_steps=2", "compare.generator_args.trainer.max_steps=2",
             "compare.num_samples=20", "compare.batch_size=20", "compare.name=tiny", "eval.extractor=domain",
-            "compare.seeds=[0,1]", "compare.generators=[var,ar,mar]"]  # every tokenizer; two seeds
+            "compare.seeds=[0,1]", "compare.generators=[var,ar,mar]",  # every tokenizer; two seeds
+            "logger=wandb"]  # offline, without a key: the study's W&B group is asserted from its run files
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"WANDB_MODE": "offline",
+                                                                                 "HOME": str(workdir)}
     proc = subprocess.run([sys.executable, "-m", "genarena.cli.compare", *args], cwd=workdir, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = workdir / "outputs" / "compare" / "tiny"  # not the committed experiments/: ignored by git
     report = (out / "report.md").read_text()
@@ -85,6 +92,35 @@ def test_tiny_comparison_writes_the_report(workdir):
         assert r["eval_n"] == 20 and r["eval_extractor"] == "domain" and 0 <= r["class_acc"] <= 1
         assert r["fid"] >= 0 and r["sample_s_per_image"] > 0 and r["params"] > 0
     assert "genarena-compare 5/5" in proc.stdout  # progress shown stage by stage
+    assert_wandb_group(workdir / "runs" / "compare" / "tiny", results)
+
+
+def assert_wandb_group(runs_dir, results):
+    """One W&B group compare-tiny: the tokenizer and generator runs (named by paradigm, depth and seed), each
+    generator run's evaluation logged into it, and a run "report" with the report's tables and figures."""
+    runs = {p.parent: read_runs(p.parent) for p in runs_dir.glob("*/compare-tiny/*/metrics.json")}
+    assert len(runs) == 3 + 6 and all(f.finished and f.group == "compare-tiny" for fs in runs.values() for f in fs)
+    tokenizers = sorted(fs[0].name for fs in runs.values() if fs[0].job_type == "tokenizer")
+    assert tokenizers == ["kl", "msvq", "vq"] and all(len(fs) == 1 for fs in runs.values() if fs[0].name in tokenizers)
+    for row in results["per_seed"]:
+        training, evaluation = runs[Path(row["run_dir"]).resolve()]
+        assert re.fullmatch(rf"{row['paradigm']}-d\d+-s{row['seed']}", training.name)
+        assert {row["paradigm"], row["tokenizer"], "generator", "synthetic"} <= set(training.tags)
+        assert evaluation.run_id == training.run_id and evaluation.name == training.name  # no second run
+        [logged] = evaluation.history
+        assert logged["_step"] == training.history[-1]["_step"] + 1 and logged["trainer/global_step"] == 2
+        assert logged["eval/fid"] == pytest.approx(row["fid"]) and logged_image(evaluation, "images/eval_samples")
+    [report] = read_runs(runs_dir)
+    assert (report.group, report.name, report.job_type) == ("compare-tiny", "report", "compare")
+    columns, rows = read_table(report, "report")
+    assert columns[:3] == ["paradigm", "seed", "tokenizer"] and "FID" in columns and "sample s/img" in columns
+    assert sorted((r[0], r[1]) for r in rows) == sorted((r["paradigm"], r["seed"]) for r in results["per_seed"])
+    fid = {(r[0], r[1]): r[columns.index("FID")] for r in rows}
+    assert all(fid[r["paradigm"], r["seed"]] == pytest.approx(r["fid"]) for r in results["per_seed"])
+    columns, rows = read_table(report, "references")
+    assert columns[0] == "reference" and len(rows) == 4
+    for figure in ("samples", "frontier"):
+        assert logged_image(report, figure).stat().st_size > 1000
 
 
 def test_balanced_subset_spreads_over_sorted_classes():

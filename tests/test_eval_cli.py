@@ -17,7 +17,8 @@ from PIL import Image
 from genarena.checkpoints import resolve_checkpoint
 from genarena.cli import evaluate
 from genarena.errors import ConfigError
-from genarena.lit.loggers import find_wandb_run_id, log_evaluation_to_wandb
+from genarena.lit.loggers import find_wandb_run_id
+from genarena.lit.wandb_results import log_evaluation
 
 from .conftest import compose_cfg
 from .test_metrics import (  # noqa: F401
@@ -163,8 +164,9 @@ def test_wandb_run_is_found_and_failures_are_one_warning(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(wandb, "init", broken)
     with caplog.at_level(logging.WARNING):
-        assert log_evaluation_to_wandb(tmp_path, {"fid": 1.0}) is False
-    assert len(caplog.records) == 1 and "new2" in caplog.records[0].getMessage()
+        assert log_evaluation(tmp_path, {"fid": 1.0}, {"steps": 4}) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not start W&B run new2 in offline mode (RuntimeError: no wandb here)"]
 
 
 

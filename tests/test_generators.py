@@ -108,7 +108,7 @@ def test_diffusion_loss_learns_a_2d_gaussian_and_temperature_controls_spread(los
     losses = []
     for _ in range(1500):
         x0 = mean + torch.randn(256, 2) @ chol.T
-        loss = dl(x0, z)
+        loss = dl(x0, z)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

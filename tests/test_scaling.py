@@ -37,6 +37,8 @@ from genarena.scaling.fit import (
 )
 from genarena.scaling.plot import PlotSpec, equation_label, figure_panels, figure_shared, fit_label
 
+from .wandb_files import logged_image, read_runs, read_table
+
 ALPHA, BETA = -0.23, 2.0e-3
 
 
@@ -474,11 +476,15 @@ def seeded_sweep(root: Path) -> None:
                      sample_s_per_image=0.01 * r["depth"])
 
 
-def test_points_cli_end_to_end(tmp_path, capsys):
+def test_points_cli_end_to_end(tmp_path, capsys, monkeypatch):
     seeded_sweep(tmp_path / "runs")
     first, again = tmp_path / "first", tmp_path / "again"
     scaling_main(["--runs", str(tmp_path / "runs"), "--out", str(first), "--bootstrap", "200", "--no-plots"])
     capsys.readouterr()
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:  # the re-plot logs to W&B: offline, no key
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path))
     # the committed-study case: only a points.csv is there, and --runs says what to pass instead
     with pytest.raises(SystemExit):
         scaling_main(["--runs", str(first)])
@@ -486,8 +492,9 @@ def test_points_cli_end_to_end(tmp_path, capsys):
     assert "no run (metrics.json)" in err and f"--points {first / 'points.csv'}" in err
 
     scaling_main(["--points", str(first / "points.csv"), "--out", str(again), "--bootstrap", "200",
-                  "--compare-exponents"])
+                  "--compare-exponents", "--wandb", "--wandb-group", "study"])
     printed = capsys.readouterr().out
+    assert "W&B: logged the fits, points and 5 plot(s) to run" in printed
     assert "36 finished generator run(s)" in printed and "3 seeds (0, 1, 2)" in printed
     assert "var vs ar" in printed and "differ" in printed and "DEGENERATE" in printed
     a, b = (json.loads((d / "fits.json").read_text()) for d in (first, again))
@@ -507,6 +514,19 @@ def test_points_cli_end_to_end(tmp_path, capsys):
                  "fid_vs_sampling_time"):
         for ext in ("png", "pdf"):
             assert (again / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
+    # --wandb: a run "scaling" of the study's group with the fits and points tables and every plot
+    [run] = read_runs(again)
+    assert run.finished and (run.group, run.name, run.job_type) == ("study", "scaling", "scaling")
+    assert run.tags == ["scaling", "mnist5k", "paradigms"]
+    columns, rows = read_table(run, "fits")
+    var = {(r[1], r[2], r[3]): dict(zip(columns, r)) for r in rows if r[0] == "var"}
+    assert var["val_loss_best", "params_non_embedding", "power_law"]["alpha"] == fb["alpha"]
+    assert var["val_loss_best", "params_non_embedding", "power_law"]["seeds"] == "3"
+    assert len(rows) == sum(len(kinds) for per_x in b["fits"].values() for m in per_x.values() for kinds in m.values())
+    columns, rows = read_table(run, "points")
+    assert len(rows) == 36 and {"paradigm", "seed", "val_loss_best", "fid"} <= set(columns)
+    for name in ("loss_vs_params", "fid_vs_compute"):
+        assert logged_image(run, f"plots/{name}").stat().st_size > 1000
     # without --out the re-plot lands next to its points.csv
     scaling_main(["--points", str(again), "--bootstrap", "50", "--no-plots"])
     assert "wrote points.csv" in capsys.readouterr().out and (again / "fits.md").is_file()

@@ -266,11 +266,13 @@ class LoggerConfig:
     name: str = MISSING  # wandb | csv | none
     project: str = MISSING
     entity: str | None = None
-    group: str | None = None
+    group: str | None = None  # W&B group (one per study); None: the sweep's name, else the experiment's
+    run_name: str | None = None  # W&B run name; None: <paradigm>-d<depth>, <tokenizer> or the task
     tags: list[str] = field(default_factory=list)
     mode: str = MISSING  # auto | online | offline | disabled (wandb only)
     job_type: str | None = None
     init_timeout: float | None = None  # wandb: seconds wandb.init may take before the run falls back to offline
+    log_model: bool = False  # wandb: the run's checkpoints as the W&B artifact model-<run id>
 
 
 @dataclass
@@ -880,6 +882,9 @@ def validate(cfg: DictConfig) -> None:
     check_choice("optim.schedule", cfg.optim.schedule, OPTIM_SCHEDULES)
     check_choice("logger.name", cfg.logger.name, LOGGERS)
     check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    if cfg.logger.log_model and cfg.logger.name != "wandb":
+        raise ConfigError(f"logger.log_model=true logs checkpoints as W&B artifacts, but logger={cfg.logger.name}; "
+                          "use logger=wandb (or drop logger.log_model)")
     check_eval_options(cfg.eval)
     check_callbacks(cfg.callbacks)
     if cfg.task == "generator" and not cfg.tokenizer.ckpt:

@@ -6,7 +6,7 @@ checkpoint ``eval.checkpoint`` selects and compared with its own data's ``eval.s
 compared with the split of ``cfg.data``. Results are flat scalars (``fid``, ``isc_mean``, ``kid_mean``,
 ``precision``, ``recall``, ``class_acc``, and ``eval_*`` keys naming what was compared), written to
 ``metrics.json`` in the output folder and, for a run, merged into the run's own ``metrics.json`` and
-logged to its W&B run.
+logged into its W&B run (resumed by id, on its step axis, with a sample grid).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from genarena.errors import ConfigError
 from genarena.generators import Generator, load_generator
 from genarena.generators.generate import Generated, balanced_labels, generate, merge_sampling
 from genarena.image_files import load_images, save_samples
-from genarena.lit.loggers import log_evaluation_to_wandb
+from genarena.lit.wandb_results import log_evaluation
 from genarena.metrics.fidelity import Evaluator, fid_statistics, write_fid_statistics
-from genarena.runs import EVAL_DIR, update_metrics, write_metrics
+from genarena.runs import EVAL_DIR, read_metrics, update_metrics, write_metrics
 from genarena.tokenizers import Tokenizer
 from genarena.training.classifier import classifier_provider
 
@@ -105,7 +105,7 @@ def evaluate_run(cfg: DictConfig, ckpt: str | Path, *, sampling: Mapping[str, An
                   "weights": hp["weights"]})
     if in_run and (run_dir / "metrics.json").is_file():
         update_metrics(run_dir, scalars)
-        log_evaluation_to_wandb(run_dir, scalars)
+        log_evaluation(run_dir, scalars, read_metrics(run_dir), image=out / "grid.png")
     return {**scalars, "metrics_path": str(metrics_path)}
 
 

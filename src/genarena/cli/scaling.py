@@ -3,6 +3,7 @@
     genarena-scaling --runs runs/scaling_paradigms_mnist5k --sweep paradigms --saturating
     genarena-scaling --points experiments/scaling/paradigms_mnist5k/points.csv --compare-exponents
     genarena-scaling --source wandb --project genarena --group paradigms
+    genarena-scaling --runs runs/scaling_paradigms_mnist5k --sweep paradigms --wandb   (tables + plots to W&B)
 
 Inputs: run directories (--runs, every metrics.json below them), a points.csv this tool wrote
 (--points: re-plots a study without its runs) or a W&B group (--source wandb). Runs of one scaling
@@ -10,7 +11,8 @@ point that differ only in their seed are all fitted; the bootstrap then resample
 point. Writes ``points.csv`` (one row per run), ``fits.json`` and ``fits.md`` (per paradigm, metric and
 x: alpha, beta, r, 95% bootstrap CI, points x seeds, degenerate fits flagged), the plots (PNG + PDF)
 and, with --compare-exponents, ``exponents.md`` / ``exponents.json`` into --out (default: the folder
-of --points, else experiments/scaling/<sweep>), and prints the fits of --metric against --x.
+of --points, else experiments/scaling/<sweep>), and prints the fits of --metric against --x. With --wandb
+the fits and points tables and the plots also go to a W&B run ``scaling`` in the study's group.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from genarena.cli.app import report_errors
 from genarena.scaling.collect import (
     KEEP,
+    POINT_COLUMNS,
     SCALING_POINT_KEYS,
     Collection,
     collect_local,
@@ -96,10 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-r", type=float, default=MIN_ABS_R,
                    help="a power law with |r| below this is flagged degenerate and not drawn (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="write points.csv and the fits only")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log the fits and points as W&B tables and the plots as images, in a run 'scaling' "
+                        "(job type scaling) of the study's W&B group; offline without an API key (files in "
+                        "<out>/wandb/, `wandb sync` uploads them)")
+    p.add_argument("--wandb-project", help="W&B project of --wandb (default: --project, else genarena)")
+    p.add_argument("--wandb-entity", help="W&B entity of --wandb (default: --entity, else your default entity)")
+    p.add_argument("--wandb-group", help="W&B group of --wandb (default: --group, else the sweep's name)")
     return p
 
 
 def collect(args: argparse.Namespace) -> Collection:
+    given = [f"--{k.replace('_', '-')}" for k in ("wandb_project", "wandb_entity", "wandb_group") if getattr(args, k)]
+    if given and not args.wandb:
+        raise ScalingError(f"{', '.join(given)}: these say where --wandb logs; add --wandb")
     if args.source == "wandb":
         if args.runs or args.points:
             raise ScalingError("--runs and --points are for --source local; with --source wandb give --project "
@@ -288,6 +301,52 @@ def exponents_report(fits: FitTree, metric: str, x: str) -> tuple[dict[str, Any]
     return {"rule": rule, "level": 0.95, "comparisons": sections}, "\n".join(md), printed
 
 
+FIT_COLUMNS = ("paradigm", "metric", "x", "kind", "alpha", "alpha_lo", "alpha_hi", "beta", "r", "runs", "points",
+               "seeds", "ci_over", "E", "x0", "rmse_log", "flag")
+
+
+def fits_table(fits: FitTree) -> tuple[list[str], list[list[Any]]]:
+    """Every fit as a row of :data:`FIT_COLUMNS` (a power law fills alpha..ci_over, a saturating law E, x0,
+    alpha and rmse_log; ``flag`` is ``ok``, the reason a fit is degenerate, or why none was made)."""
+    rows = []
+    for metric, per_x in fits.items():
+        for x, per_paradigm in per_x.items():
+            for paradigm, kinds in per_paradigm.items():
+                for kind, f in kinds.items():
+                    row = dict.fromkeys(FIT_COLUMNS)
+                    row.update(paradigm=paradigm, metric=metric, x=x, kind=kind, runs=f.n)
+                    if isinstance(f, PowerLawFit):
+                        lo, hi = f.alpha_ci or (None, None)
+                        row.update(alpha=f.alpha, alpha_lo=lo, alpha_hi=hi, beta=f.beta, r=f.r, points=f.points,
+                                   seeds=_seeds(f), ci_over=f.ci_method, flag=f.degenerate or "ok")
+                    elif isinstance(f, SaturatingFit):
+                        row.update(alpha=f.alpha, E=f.E, x0=f.X0, rmse_log=f.rmse_log, points=f.points,
+                                   seeds=_seeds(f), flag=f.degenerate or "ok")
+                    else:
+                        row.update(flag=f"no fit: {getattr(f, 'reason', '')}")
+                    rows.append([row[c] for c in FIT_COLUMNS])
+    return list(FIT_COLUMNS), rows
+
+
+def log_to_wandb(args: argparse.Namespace, report: Mapping[str, Any], fits: FitTree, runs: Sequence[Mapping[str, Any]],
+                 plots: Sequence[Path], out: Path) -> str | None:
+    """--wandb: a run ``scaling`` (job type ``scaling``) of the study's group with the tables ``fits`` and
+    ``points`` and every plot (PNG) as an image; returns its id (None when W&B failed: one warning)."""
+    from genarena.lit.wandb_results import log_study  # lazy: Lightning and W&B load only when --wandb asks
+
+    group = args.wandb_group or args.group or report["sweep"]
+    tables = {"fits": fits_table(fits),
+              "points": (list(POINT_COLUMNS), [[r.get(c) for c in POINT_COLUMNS] for r in runs])}
+    images = {f"plots/{p.stem}": p for p in plots if p.suffix == ".png"}
+    config = {k: v for k, v in vars(args).items() if v is not None}
+    summary = {"metric": report["metric"], "x": report["x"], "n_runs": report["n_runs"],
+               "flagged": sum(1 for f in report["flagged"] if f["fitted"])}
+    tags = ["scaling", report["data"], *([report["sweep"]] if report["sweep"] else [])]
+    return log_study("auto", project=args.wandb_project or args.project or "genarena",
+                     entity=args.wandb_entity or args.entity, group=group, name="scaling", job_type="scaling",
+                     tags=tags, config=config, directory=out, tables=tables, images=images, summary=summary)
+
+
 def _alpha_ci(pair: Mapping[str, Any], side: str) -> str:
     alpha, ci = pair[f"alpha_{side}"], pair[f"ci_{side}"]
     if alpha is None:
@@ -359,6 +418,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("\n".join(format_table(fits[args.metric]["flops_train_total"], "frontier")))
     if args.compare_exponents:
         print("\n".join(printed))
+    if args.wandb:
+        run_id = log_to_wandb(args, report, fits, col.runs, plots, out)
+        print(f"W&B: logged the fits, points and {sum(p.suffix == '.png' for p in plots)} plot(s) to run {run_id}"
+              if run_id else "W&B: nothing logged (see the warning above)")
     n_flagged = sum(1 for f in report["flagged"] if f["fitted"])
     if n_flagged:
         print(f"{n_flagged} degenerate fit(s) flagged in fits.json ('flagged') and not drawn")

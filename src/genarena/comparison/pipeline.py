@@ -30,13 +30,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from genarena.checkpoints import resolve_checkpoint
 from genarena.comparison.plots import class_grid, save_frontier, save_sample_panels
-from genarena.comparison.report import write_report
+from genarena.comparison.report import report_tables, write_report
 from genarena.config import to_dict
 from genarena.data import ImageDataModule
 from genarena.errors import ConfigError, GenArenaError
 from genarena.evaluation import make_evaluator, score_generator
 from genarena.generators import GENERATORS, load_generator, tokenizer_for
 from genarena.generators.generate import balanced_labels, to_uint8
+from genarena.lit.wandb_logging import run_group
+from genarena.lit.wandb_results import log_evaluation, log_study
 from genarena.metrics.classifier import classifier_cache_path, load_classifier
 from genarena.metrics.fidelity import Evaluator
 from genarena.runs import newest_finished_runs
@@ -133,8 +135,10 @@ def train_stages(opts: DictConfig, common: list[str], runs_dir: Path, stage_min:
     seeds = [int(s) for s in opts.seeds]
     banner(3, f"generators {paradigms} x seeds {seeds}")
     if paradigms:
-        rc = run_sweep(["task=generator", f"generator={','.join(paradigms)}", "tokenizer.ckpt=auto",
-                        f"seed={','.join(map(str, seeds))}", *as_overrides(opts.generator_args), *common])
+        # a seed given on the command line names the W&B runs (var-d2-s1); the default seed 0 alone is not given
+        seed_args = [] if seeds == [0] else [f"seed={','.join(map(str, seeds))}"]
+        rc = run_sweep(["task=generator", f"generator={','.join(paradigms)}", "tokenizer.ckpt=auto", *seed_args,
+                        *as_overrides(opts.generator_args), *common])
         if rc != 0:
             print(f"the generator sweep exited with {rc}; evaluating the runs that finished", flush=True)
     gen_runs = {(p, s): d for s in seeds for p, d in newest_finished_runs(runs_dir, "generator", "paradigm",
@@ -147,9 +151,10 @@ def train_stages(opts: DictConfig, common: list[str], runs_dir: Path, stage_min:
 
 def evaluate_paradigms(opts: DictConfig, evaluator: Evaluator, checkpoint: str,
                        gen_runs: dict[tuple[str, int], Path], panels: dict[str, torch.Tensor],
-                       device: str) -> list[dict[str, Any]]:
+                       device: str, wandb: bool = False) -> list[dict[str, Any]]:
     """One result row per finished (paradigm, training seed): training facts from its metrics.json plus
-    sampled-image scores; the samples of each paradigm's first seed make its panel."""
+    sampled-image scores; the samples of each paradigm's first seed make its panel. With ``wandb``, each
+    evaluation (and its sample grid) is logged into the W&B run of the run it evaluates."""
     rows = []
     for paradigm in opts.generators:
         for seed in [int(s) for s in opts.seeds]:
@@ -161,7 +166,10 @@ def evaluate_paradigms(opts: DictConfig, evaluator: Evaluator, checkpoint: str,
             sampling = dict(hp["generator"]["sampling"])
             scalars, result = score_generator(generator, tokenizer, hp, evaluator, sampling, opts.num_samples,
                                               opts.seed, opts.batch_size, device)
-            panels.setdefault(paradigm, class_grid(result.images, result.labels, opts.grid_per_class))
+            grid = class_grid(result.images, result.labels, opts.grid_per_class)
+            panels.setdefault(paradigm, grid)
+            if wandb:
+                log_evaluation(run_dir, scalars, run_metrics, image=grid)
             row = {
                 "paradigm": paradigm, "seed": seed, "tokenizer": hp["tokenizer"]["name"],
                 "params": run_metrics.get("params"),
@@ -251,7 +259,8 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
     device = "cuda" if torch.cuda.is_available() else "cpu"
     real_val, val_labels = evaluator.real
     panels = {"real (val)": class_grid(real_val, val_labels, opts.grid_per_class)}
-    per_seed = evaluate_paradigms(opts, evaluator, cfg.eval.checkpoint, gen_runs, panels, device)
+    to_wandb = cfg.logger.name == "wandb"
+    per_seed = evaluate_paradigms(opts, evaluator, cfg.eval.checkpoint, gen_runs, panels, device, to_wandb)
     rows = over_seeds(per_seed)
     refs = reference_rows(cfg, opts, evaluator, tok_runs)
     stage_min["evaluation"] = (time.perf_counter() - t) / 60
@@ -276,5 +285,21 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
         "total_min": (time.perf_counter() - start) / 60,
     }
     path = write_report(out, rows, refs, meta)
+    if to_wandb:
+        log_report_to_wandb(cfg, out, refs, meta, runs_dir)
     print(f"wrote {path} ({meta['total_min']:.1f} min)", flush=True)
     return path
+
+
+def log_report_to_wandb(cfg: DictConfig, out: Path, refs: list[dict[str, Any]], meta: dict[str, Any],
+                        runs_dir: Path) -> str | None:
+    """The report as a run ``report`` of the study's W&B group (job type ``compare``): the tables (one row per
+    paradigm and seed; the reference rows) and the figures ``samples.png`` and ``frontier.png``."""
+    lcfg = cfg.logger
+    config = {"compare": to_dict(cfg.compare), **{k: v for k, v in meta.items() if k not in ("per_seed", "stage_min")}}
+    return log_study(lcfg.mode, project=lcfg.project, entity=lcfg.entity, group=run_group(cfg), name="report",
+                     job_type="compare", tags=["compare", cfg.data.name, *lcfg.tags], config=config,
+                     directory=runs_dir, tables=report_tables(meta["per_seed"], refs),
+                     images={"samples": out / "samples.png", "frontier": out / "frontier.png"},
+                     summary={"num_samples": meta["num_samples"], "extractor": meta["extractor"],
+                              "seeds": len(meta["seeds"]), "total_min": meta["total_min"]})

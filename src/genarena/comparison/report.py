@@ -46,6 +46,21 @@ def markdown_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any
     return lines
 
 
+def report_tables(per_seed: list[dict[str, Any]], refs: list[dict[str, Any]]
+                  ) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """The report's tables as (columns, rows) of raw values (None where a row has no value), for W&B:
+    ``report``, one row per paradigm and training seed with the columns of the paradigms table, and
+    ``references``."""
+    columns = [TABLE[0], ("seed", "seed", "{}"), *TABLE[1:], ("run", "run_dir", "{}")]
+
+    def raw(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return {"report": ([c for c, _, _ in columns], [[raw(r.get(k)) for _, k, _ in columns] for r in per_seed]),
+            "references": ([c for c, _, _ in REFERENCE_TABLE],
+                           [[raw(r.get(k)) for _, k, _ in REFERENCE_TABLE] for r in refs])}
+
+
 def write_results(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """``results.csv`` (one row per paradigm and seed, and per reference) and ``results.json`` (the rows over
     seeds, each seed's rows, the references and the meta data)."""

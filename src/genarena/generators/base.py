@@ -9,6 +9,10 @@ never owns the tokenizer's weights (a reference is kept outside the module tree)
 - ``flops_per_image(train, **sampling)``: analytic FLOPs (2 per multiply-add) of one training
   image (forward + backward = 3x forward) or of sampling one image.
 - ``sampling_steps(**sampling)``: sequential network evaluations per image.
+- ``complete(tokens, known, labels, **sampling) -> tokens``: zero-shot editing (in-/out-painting). ``tokens`` are
+  the edited images' tokens in the tokenizer's layout (``tokenizer.encode``), ``known (B, h, w)`` a boolean mask
+  over the final token grid (True: keep). Known tokens come back exactly as given; the others are generated
+  conditioned on them and on ``labels``.
 """
 
 from __future__ import annotations
@@ -118,6 +122,13 @@ class Generator(nn.Module, ABC):
 
     @abstractmethod
     def sampling_steps(self, **sampling: Any) -> int: ...
+
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None,
+                 **kwargs: Any) -> Tensor:
+        """Tokens like ``tokens`` with ``known (B, h, w)`` positions kept exactly and the rest generated under
+        ``labels`` (module docstring); sampling options as :meth:`sample`."""
+        raise NotImplementedError(f"generator {self.name!r} does not implement complete() yet")
 
     @property
     def tokens_per_image(self) -> int:

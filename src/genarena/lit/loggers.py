@@ -20,6 +20,8 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from genarena.lit.wandb_logging import GenarenaWandbLogger, record_run, run_group, run_name, run_tags
+
 log = logging.getLogger(__name__)
 
 
@@ -100,32 +102,24 @@ def _csv(run_dir: Path, resume_step: int | None = None) -> CSVLogger:
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, name: str | None = None, resume_id: str | None = None,
-                 resume_step: int | None = None) -> Logger | bool:
-    """The logger selected by ``cfg.logger``; returns False for ``none``. A run resumed in its own directory
-    continues its curves: ``resume_id`` is its W&B run (resumed by id), ``resume_step`` the step whose earlier
-    CSV rows ``csv/metrics.csv`` keeps."""
+                 resume_step: int | None = None, seed_in_name: bool = False) -> Logger | bool:
+    """The logger selected by ``cfg.logger``; returns False for ``none``. A W&B run gets genarena's identity
+    (:func:`wandb_run_kwargs`) and chart axes (:class:`~genarena.lit.wandb_logging.GenarenaWandbLogger`). A run
+    resumed in its own directory continues its curves: ``resume_id`` is its W&B run (resumed by id),
+    ``resume_step`` the step whose earlier CSV rows ``csv/metrics.csv`` keeps."""
     lcfg = cfg.logger
     if lcfg.name == "none":
         return False
     if lcfg.name == "csv":
         return _csv(run_dir, resume_step)
     mode = resolve_wandb_mode(lcfg.mode)
-    tags = list(lcfg.tags) + [t for t in (cfg.get("task"), cfg.get("sweep_name")) if t]
-    if cfg.task == "generator":
-        tags.append(cfg.generator.name)
-    kwargs = dict(project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=sorted(set(tags)),
-                  job_type=lcfg.job_type, save_dir=str(run_dir), name=name or run_dir.name,
-                  config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    kwargs = wandb_run_kwargs(cfg, run_dir, name or run_name(cfg, with_seed=seed_in_name))
     if resume_id:
         kwargs.update(id=resume_id, resume="allow")
         log.info("W&B: resuming run %s", resume_id)
-    if lcfg.get("init_timeout"):  # a bad key or a slow server fails after this, not after wandb's ~100 s of retries
-        import wandb  # lazy: only runs that log to W&B need it (and it takes a second to import)
-
-        kwargs["settings"] = wandb.Settings(init_timeout=float(lcfg.init_timeout))
     for attempt in ([mode, "offline"] if mode == "online" else [mode]):
         try:
-            logger = WandbLogger(mode=attempt, **kwargs)
+            logger = GenarenaWandbLogger(mode=attempt, **kwargs)
             _ = logger.experiment  # start the run now, so failures surface here and not mid-training
             return logger
         except Exception as e:  # network errors, auth errors, a broken wandb install...
@@ -141,6 +135,45 @@ def wandb_run_id(logger: Logger | bool) -> str | None:
     return None
 
 
+def wandb_run_kwargs(cfg: DictConfig, run_dir: Path, name: str) -> dict[str, Any]:
+    """``wandb.init`` arguments of a training run: project, entity, the study's group, the readable ``name``,
+    tags, job type (the task), the resolved config, W&B files under ``run_dir``."""
+    lcfg = cfg.logger
+    return dict(project=lcfg.project, entity=lcfg.entity, group=run_group(cfg), name=name, tags=run_tags(cfg),
+                job_type=lcfg.job_type or cfg.task, save_dir=str(run_dir),
+                config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), **init_settings(lcfg))
+
+
+def init_settings(lcfg: Any) -> dict[str, Any]:
+    """``settings=`` bounding how long ``wandb.init`` may take (``logger.init_timeout``): a bad key or a slow server
+    then fails after that, and the run falls back to offline, instead of wandb's ~100 s of retries."""
+    timeout = lcfg.get("init_timeout") if lcfg is not None else None
+    if not timeout:
+        return {}
+    import wandb  # lazy: only runs that log to W&B need it (and it takes a second to import)
+
+    return {"settings": wandb.Settings(init_timeout=float(timeout))}
+
+
+def start_wandb_run(requested_mode: str, what: str, **init: Any) -> Any | None:
+    """``wandb.init(**init)`` in the mode ``requested_mode`` resolves to (online falls back to offline); None
+    when the mode is ``disabled`` or W&B cannot start (one warning per failed attempt, naming ``what``)."""
+    mode = resolve_wandb_mode(requested_mode)
+    if mode == "disabled":
+        return None
+    try:
+        import wandb  # lazy: only runs that log to W&B need it (and it takes a second to import)
+    except ImportError as e:
+        log.warning("could not start %s: %s", what, e)
+        return None
+    for attempt in ([mode, "offline"] if mode == "online" else [mode]):
+        try:
+            return wandb.init(mode=attempt, **init)
+        except Exception as e:  # network errors, auth errors, a corrupt run directory...
+            log.warning("could not start %s in %s mode (%s: %s)", what, attempt, type(e).__name__, e)
+    return None
+
+
 def write_summary(logger: Logger | bool, metrics: dict) -> None:
     """The run's flat scalars into its W&B summary (what ``genarena-scaling --source wandb`` reads)."""
     for lg in ([logger] if logger else []):
@@ -153,11 +186,12 @@ def write_summary(logger: Logger | bool, metrics: dict) -> None:
 
 
 def finish_wandb() -> None:
-    """Close the current W&B run (between jobs of a multirun, which share one process)."""
+    """Record and close the current W&B run (between jobs of a multirun, which share one process)."""
     try:
         import wandb  # lazy: only runs that logged to W&B need it
 
         if wandb.run is not None:
+            record_run(wandb.run)
             wandb.finish()
     except Exception as e:  # never let logging teardown fail a run
         log.warning("wandb.finish() failed: %s", e)
@@ -170,31 +204,3 @@ def find_wandb_run_id(run_dir: Path) -> str | None:
     found = sorted((m.group(1), m.group(2)) for d in (root.iterdir() if root.is_dir() else [])
                    if d.is_dir() and (m := pattern.match(d.name)))
     return found[-1][1] if found else None
-
-
-def log_evaluation_to_wandb(run_dir: Path, scalars: dict[str, Any]) -> bool:
-    """Log ``scalars`` (as ``eval/<key>`` and summary) to the run's W&B run, resumed by id; offline when there
-    is no key or network. Never raises: a failure is one warning line. Returns whether it logged."""
-    run_id = find_wandb_run_id(run_dir)
-    if run_id is None:
-        return False
-    try:
-        import wandb  # lazy: only runs that logged to W&B need it (and it takes a second to import)
-
-        run_cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create()
-        lcfg = run_cfg.get("logger") or {}
-        mode = resolve_wandb_mode(lcfg.get("mode") or "auto")
-        if mode == "disabled":
-            return False
-        timeout = lcfg.get("init_timeout")
-        run = wandb.init(id=run_id, resume="allow", project=lcfg.get("project") or "genarena",
-                         entity=lcfg.get("entity"), dir=str(run_dir), mode=mode,
-                         settings=wandb.Settings(init_timeout=float(timeout)) if timeout else None)
-        numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        run.log({f"eval/{k}": v for k, v in numbers.items()})
-        run.summary.update({k: v for k, v in scalars.items() if isinstance(v, (int, float, str))})
-        run.finish()
-        return True
-    except Exception as e:  # no wandb, no network, a corrupt run directory...
-        log.warning("could not log the evaluation to W&B run %s (%s: %s)", run_id, type(e).__name__, e)
-        return False

@@ -46,6 +46,7 @@ from genarena.errors import ConfigError
 from genarena.generators import tokenizer_for
 from genarena.lit.loggers import build_logger, find_wandb_run_id, finish_wandb, wandb_run_id, write_summary
 from genarena.lit.resume import TrainingState
+from genarena.lit.wandb_results import log_checkpoints
 from genarena.runs import (
     config_fingerprint,
     find_finished_run,
@@ -81,6 +82,18 @@ def current_run_dir(cfg: DictConfig) -> Path:
     except ValueError:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         return Path(cfg.paths.runs_dir) / cfg.experiment_name / f"{stamp}_{unique_suffix()}"
+
+
+def seed_given() -> bool:
+    """Whether the job's Hydra overrides set ``seed`` (a study of several seeds does: ``seed=0,1,2``); then the
+    seed is part of the run's W&B name. False outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig  # lazy: only needed to ask a running Hydra app
+
+    try:
+        overrides = HydraConfig.get().overrides.task
+    except ValueError:
+        return False
+    return any(o.split("=", 1)[0].lstrip("+~") == "seed" for o in overrides)
 
 
 def resolve_auto_tokenizer(cfg: DictConfig) -> None:
@@ -387,7 +400,7 @@ def _run_job(cfg: DictConfig, fresh: Path, hydra_dir: bool) -> dict[str, Any]:
     same_run = bool(previous) and plan.ckpt is not None  # continuing in the interrupted run's own directory
     logger = build_logger(cfg, run_dir,
                           resume_id=(previous.get("wandb_run_id") or find_wandb_run_id(run_dir)) if same_run else None,
-                          resume_step=checkpoint_step(plan.ckpt) if same_run else None)
+                          resume_step=checkpoint_step(plan.ckpt) if same_run else None, seed_in_name=seed_given())
     base = {"task": cfg.task, "experiment_name": cfg.experiment_name, "sweep": cfg.sweep_name,
             "config_fingerprint": fingerprint, "data": cfg.data.name, "seed": cfg.seed, "run_dir": str(run_dir),
             "sessions": int(previous.get("sessions", 1)) + 1 if previous else 1,
@@ -403,6 +416,8 @@ def _run_job(cfg: DictConfig, fresh: Path, hydra_dir: bool) -> dict[str, Any]:
                        "status": "finished"}
         write_summary(logger, metrics)
         if rank_zero:
+            if cfg.logger.log_model:
+                log_checkpoints(logger, run_dir, metrics)
             write_metrics(run_dir, metrics)
         log.info("finished: %s", run_dir)
         return metrics

@@ -26,6 +26,7 @@ from genarena.lit.evaluation import PeriodicEvalCallback
 from genarena.lit.generator_module import GeneratorModule
 from genarena.lit.resume import training_time_s
 from genarena.lit.tokenizer_module import TokenizerModule
+from genarena.lit.wandb_logging import follow_trainer
 from genarena.metrics.fidelity import Evaluator
 from genarena.tokenizers import load_tokenizer
 from genarena.training.classifier import classifier_provider, final_scalars, num_params, train_classifier
@@ -80,12 +81,14 @@ def train_generator(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | Non
         if isinstance(cb, PeriodicEvalCallback) and cb.active and rank_zero_only.rank == 0:
             cb.attach(Evaluator(cfg, classifier_provider(cfg)))  # resolves the extractor before training starts
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
+    images_per_step = cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * trainer.world_size
+    follow_trainer(trainer, flops_per_step=module.generator.flops_per_image(True) * images_per_step)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=not cfg.allow_unsafe_load)
     wall = training_time_s(trainer)
     trainer.validate(module, datamodule=dm, verbose=False)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     gen, sampling = module.generator, module.sampling
-    images_seen = trainer.global_step * cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * trainer.world_size
+    images_seen = trainer.global_step * images_per_step
     out: dict[str, Any] = {
         "paradigm": gen.name, "tokenizer": tok_hp["tokenizer"]["name"], "tokenizer_ckpt": tok_hp["path"],
         "depth": gen.depth, "width": gen.width, "heads": gen.heads,

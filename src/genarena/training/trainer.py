@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from genarena.config import GENARENA_TRAINER_KEYS, RESERVED_TRAINER_KEYS, to_dict
 from genarena.errors import ConfigError
 from genarena.lit.resume import PeriodicCheckpoint, TrainingState
+from genarena.lit.wandb_logging import follow_trainer
 
 log = logging.getLogger("genarena")
 
@@ -165,7 +166,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Logger | bool,
         callbacks = build_callbacks(cfg, run_dir, has_logger=bool(logger))
     callbacks = [*callbacks, TrainingState()]
     try:
-        return L.Trainer(**args, logger=logger, callbacks=[*callbacks, TrainingStarted()],
-                         default_root_dir=str(run_dir))
+        trainer = L.Trainer(**args, logger=logger, callbacks=[*callbacks, TrainingStarted()],
+                            default_root_dir=str(run_dir))
     except (ValueError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"trainer: {e}") from None
+    follow_trainer(trainer)  # W&B points on trainer.global_step
+    return trainer
