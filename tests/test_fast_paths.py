@@ -119,3 +119,188 @@ def test_fast_sampler_uses_no_full_sort_and_no_multinomial_with_top_k(monkeypatc
     monkeypatch.setattr(torch, "multinomial", refuse)
     monkeypatch.setattr(torch.Tensor, "exponential_", refuse)
     assert sample_logits(logits, 1.0, 900, 0.96, torch.Generator().manual_seed(0)).shape == (3,)
+
+
+# ------------------------------------------------------------------------------------------- backbone
+def test_kv_cache_is_preallocated_and_grows_when_unsized():
+    from genarena.generators.backbone import KVCache
+
+    k = torch.randn(2, 3, 10, 4)
+    v = torch.randn(2, 3, 10, 4)
+    sized = KVCache(10)
+    sized.append(k[:, :, :1], v[:, :, :1])
+    ptr = sized.k.data_ptr()
+    for a, b in ((1, 4), (4, 5), (5, 10)):
+        keys, values = sized.append(k[:, :, a:b], v[:, :, a:b])
+    assert sized.k.data_ptr() == ptr and len(sized) == 10  # written in place, never reallocated
+    assert torch.equal(keys, k) and torch.equal(values, v)
+    unsized = KVCache()
+    for i in range(10):
+        keys, values = unsized.append(k[:, :, i:i + 1], v[:, :, i:i + 1])
+    assert torch.equal(keys, k) and torch.equal(values, v) and unsized.k.shape[2] < 20
+
+
+@pytest.mark.parametrize("name", ["var", "ar"])
+def test_sampling_with_precomputed_modulations_equals_the_plain_forward(name):
+    """The decoders pass the blocks' modulations computed once; the blocks computing them give the same logits."""
+    from .conftest import tiny_generator, token_batch
+
+    gen, tok = tiny_generator(name)
+    gen.eval()
+    with torch.no_grad():  # AdaLN starts at zero: give the modulations weight so that using them shows
+        for n, p in gen.named_parameters():
+            if ".ada." in n:
+                p.normal_(0, 0.2)
+    tokens, labels = token_batch(tok, 3)
+    cond, other = gen.class_embed(labels), gen.class_embed((labels + 1) % 10)
+    x = torch.randn(3, 5, gen.width)
+    t, head = gen.transformer, gen.head
+    with torch.no_grad():
+        plain = head(t(x, cond), cond)
+        pre = head(t(x, cond, mods=t.modulations(cond)), cond, head.modulation(cond))
+        wrong = head(t(x, cond, mods=t.modulations(other)), cond, head.modulation(other))
+    torch.testing.assert_close(pre, plain, atol=0, rtol=0)
+    assert not torch.allclose(wrong, plain)  # the precomputed modulations are what the blocks use
+
+
+def test_drop_path_drops_whole_samples_at_rate_p_and_keeps_the_mean():
+    from genarena.generators.backbone import DropPath
+
+    torch.manual_seed(0)
+    p, n = 0.3, 20_000
+    dp = DropPath(p).train()
+    x = torch.randn(n, 2, 3).abs() + 0.5
+    y = dp(x)
+    ratio = y / x
+    dropped = (ratio == 0).all(-1).all(-1)
+    kept = (ratio - 1 / (1 - p)).abs().lt(1e-6).all(-1).all(-1)
+    assert bool((dropped | kept).all())  # each sample: its whole branch dropped, or kept and scaled by 1 / (1 - p)
+    assert abs(dropped.double().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / n)  # 4 sigma of the rate
+    assert abs(ratio[:, 0, 0].mean().item() - 1) < 4 * math.sqrt(p / (1 - p) / n)  # unbiased: E[ratio] = 1
+    base = torch.randn(n, 2, 3)
+    torch.manual_seed(1)
+    fused = dp.add(base, x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(fused, base + dp(x), atol=1e-6, rtol=1e-6)
+    assert torch.equal(dp.eval()(x), x) and torch.equal(dp.add(base, x), base + x)
+
+
+def test_var_diagnostics_are_the_per_scale_means():
+    from .conftest import tiny_generator, token_batch
+
+    gen, tok = tiny_generator("var")
+    tokens, labels = token_batch(tok, 4)
+    out = gen.loss(tokens, labels)
+    assert out["loss"].requires_grad and not out["acc"].requires_grad
+    with torch.no_grad():
+        logits = gen.eval()(tokens, labels)
+    gen.train()
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view_as(tokens)
+    correct = (logits.argmax(-1) == tokens).float()
+    d = gen.diagnostics(ce, logits, tokens)
+    torch.testing.assert_close(d["acc"], correct.mean())
+    for k, (c, a) in enumerate(zip(ce.split(gen.block_sizes, 1), correct.split(gen.block_sizes, 1))):
+        torch.testing.assert_close(d[f"loss_s{k}"], c.mean())
+        torch.testing.assert_close(d[f"acc_s{k}"], a.mean())
+    torch.testing.assert_close(d["loss_last"], ce.split(gen.block_sizes, 1)[-1].mean())
+
+
+# ------------------------------------------------------------------------------------------- MAR's diffusion sampler
+def tiny_diffloss(loss: str, seed: int = 0):
+    """A small denoiser with every weight random (the init zeroes its output, which would make checks trivial)."""
+    from genarena.generators.diffusion import DiffusionLoss
+
+    torch.manual_seed(seed)
+    dl = DiffusionLoss(token_dim=4, cond_dim=8, width=16, depth=2, timesteps=1000, batch_mul=1, schedule="cosine",
+                       loss=loss).eval()
+    with torch.no_grad():
+        for p in dl.net.parameters():
+            p.normal_(0, 0.3)
+        dl.x0_bound.fill_(3.0)
+    return dl
+
+
+def recorded_noise(steps: int, n: int, d: int, seed: int = 1) -> list[torch.Tensor]:
+    return list(torch.randn(steps, n, d, generator=torch.Generator().manual_seed(seed)).unbind(0))
+
+
+@pytest.mark.parametrize("loss", ["eps", "learned_sigma"])
+@pytest.mark.parametrize("cfg", [None, 1.5])
+def test_batched_diffusion_sampler_is_the_p_sample_chain(loss, cfg):
+    """The precomputed loop (condition embedded once, the chain's timestep embeddings in one batch, scalar
+    coefficients, fused updates) gives the chain of reference :meth:`p_sample` steps on the same noise."""
+    dl = tiny_diffloss(loss)
+    n, steps, temperature = 5, 12, 0.9
+    z = torch.randn(2 * n if cfg is not None else n, 8)
+    noise = recorded_noise(steps, n, 4)
+    with torch.no_grad():
+        x = noise[0]
+        for j, index in enumerate(reversed(range(steps))):
+            x = dl.p_sample(x, z, steps=steps, index=index, temperature=temperature, cfg=cfg,
+                            noise=noise[j + 1] if index > 0 else None)
+        fast = dl.sample(z, steps=steps, temperature=temperature, cfg=cfg, noise=iter(noise))
+    torch.testing.assert_close(fast, x, atol=1e-4, rtol=1e-4)
+
+
+def test_ddim_with_eta_1_is_the_ddpm_chain():
+    """Song et al.: DDIM's step with eta = 1 has DDPM's posterior mean and variance (on any respaced chain)."""
+    dl = tiny_diffloss("eps")
+    n, steps = 6, 20
+    z = torch.randn(n, 8)
+    noise = recorded_noise(steps, n, 4)
+    with torch.no_grad():
+        ddpm = dl.sample(z, steps=steps, temperature=1.0, cfg=None, noise=iter(noise))
+        ddim = dl.sample(z, steps=steps, temperature=1.0, cfg=None, sampler="ddim", eta=1.0, noise=iter(noise))
+        ddim0 = dl.sample(z, steps=steps, temperature=1.0, cfg=None, sampler="ddim", eta=0.0, noise=iter(noise))
+    torch.testing.assert_close(ddim, ddpm, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(ddim0, ddpm, atol=1e-2)  # eta = 0 is another (deterministic) sampler
+
+
+class TrueEps(torch.nn.Module):
+    """A stand-in denoiser that predicts the true noise of ``x_t`` for fixed clean tokens ``x0``:
+    ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``. The timestep travels through the condition."""
+
+    def __init__(self, x0: torch.Tensor, abar: torch.Tensor) -> None:
+        super().__init__()
+        self.x0, self.abar, self.token_dim = x0, abar, x0.shape[1]
+
+    def cond_embed(self, z):
+        return torch.zeros(z.shape[0], 1, dtype=torch.float64)
+
+    def time_cond(self, t):
+        return t.double()[:, None]  # (S, 1)
+
+    def run(self, x, c):
+        a = self.abar[c[:, 0].long()][:, None]
+        return (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+
+
+@pytest.mark.parametrize("steps", [1, 5, 50])
+def test_deterministic_ddim_recovers_x0_when_eps_is_exact(steps):
+    """With eta = 0 and the true eps at every step, each DDIM step stays on the line from x0 through the start
+    noise, and the last step lands on x0 exactly (up to float rounding), for any number of steps."""
+    dl = tiny_diffloss("eps")
+    dl.x0_bound.zero_()  # no clipping
+    x0 = torch.randn(7, 4, dtype=torch.float64)
+    dl.net = TrueEps(x0, torch.cumprod(1 - dl.betas, 0))
+    start = torch.randn(7, 4, dtype=torch.float64)
+    out = dl.sample(torch.zeros(7, 8), steps=steps, temperature=1.0, cfg=None, sampler="ddim", eta=0.0,
+                    noise=iter([start]))
+    torch.testing.assert_close(out, x0, atol=1e-8, rtol=1e-8)
+
+
+def test_mar_samples_with_ddim_from_the_config():
+    from genarena.config import validate
+    from genarena.errors import ConfigError
+
+    from .conftest import compose_cfg, tiny_generator
+
+    gen, tok = tiny_generator("mar")
+    gen.eval()
+    out = gen.sample(torch.arange(2), cfg=1.0, cfg_schedule="linear", temperature=1.0, top_k=0, top_p=0.0, steps=4,
+                     diffusion_steps=5, sampler="ddim", eta=0.0, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, tok.seq_len, tok.token_dim) and torch.isfinite(out).all()
+    assert compose_cfg(["generator=mar"]).generator.sampling.sampler == "ddpm"  # the paper's stays the default
+    for bad, needle in (("generator.sampling.sampler=euler", "ddpm, ddim"), ("generator.sampling.eta=1.5", "eta")):
+        with pytest.raises(ConfigError, match=needle):
+            validate(compose_cfg(["generator=mar", bad]))
