@@ -46,6 +46,14 @@ def causal_mask(length: int) -> Tensor:
     return torch.ones(length, length, dtype=torch.bool).tril()
 
 
+def attention_bias(mask: Tensor | None) -> Tensor | None:
+    """A boolean mask (True = may attend) as the additive float bias SDPA runs faster with (0 / -inf); the same
+    attention. Floats and None pass through. The stacks convert once per forward, not once per layer."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
 def drop_labels(labels: Tensor, p: float, null_class: int, generator: torch.Generator | None = None) -> Tensor:
     """Replace each label by ``null_class`` with probability ``p`` (classifier-free guidance training)."""
     if p <= 0:
@@ -79,6 +87,9 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------- attention
+NORM_EPS = 1e-12  # F.normalize's floor on the norm of q and k
+
+
 class KVCache:
     """Keys and values ``(B, H, T, D)`` of the tokens decoded so far, for one attention layer, in buffers
     preallocated for ``capacity`` positions at the first :meth:`append` (no copy of the cache per step); a longer
@@ -134,14 +145,17 @@ class Attention(nn.Module):
             x, self.qkv.weight, torch.cat([self.q_bias, self.zero_k_bias, self.v_bias]))  # (B, L, 3C)
         q, k, v = qkv.view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         scale = None
-        if self.qk_norm:
-            q = F.normalize(q, dim=-1) * self.log_scale.clamp(max=self.max_log_scale).exp()
-            k = F.normalize(k, dim=-1)
+        if self.qk_norm:  # q / |q| exp(s) in one full-size multiply (the scale folded into the small factor)
+            gain = self.log_scale.clamp(max=self.max_log_scale).exp()  # (1, H, 1, 1)
+            q = q * (gain / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(NORM_EPS))
+            k = k * (1 / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(NORM_EPS))
             scale = 1.0
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)
+        if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
+            mask = mask.to(q.dtype)  # an additive bias under autocast
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
@@ -264,6 +278,7 @@ class Transformer(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, rope=None,
                 mods: list[Tensor] | None = None) -> Tensor:
+        mask = attention_bias(mask)
         for i, block in enumerate(self.blocks):
             x = block(x, cond, mask, rope, self.caches[i] if self.caches is not None else None,
                       None if mods is None else mods[i])
