@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
+# clones of FoundationVision/VAR and LTH14/mar for benchmarks/vs_official.py (see README, Benchmarks)
+OFFICIAL ?= official
 
 .PHONY: install test test-all lint compare tokenizers benchmarks clean
 
@@ -33,6 +35,12 @@ benchmarks:  ## re-run the benchmark scripts (long: about 2 hours on 2 cores); f
 	$(BIN)/python benchmarks/sampling_speed.py
 	$(BIN)/python benchmarks/official_architectures.py
 	$(BIN)/python benchmarks/cli_startup.py
+	@if [ -d "$(OFFICIAL)/VAR" ] && [ -d "$(OFFICIAL)/mar" ]; then \
+		$(BIN)/python benchmarks/vs_official.py --var-repo $(OFFICIAL)/VAR --mar-repo $(OFFICIAL)/mar; \
+	else \
+		echo "skipping benchmarks/vs_official.py: no clones of the official code in $(OFFICIAL)/VAR and" \
+		     "$(OFFICIAL)/mar (see README, Benchmarks; OFFICIAL=<dir> points elsewhere)"; \
+	fi
 
 clean:
 	rm -rf runs multirun outputs .pytest_cache
