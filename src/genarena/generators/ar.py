@@ -148,5 +148,6 @@ class RasterAR(Generator):
         if train:
             return 3 * (self.transformer.flops(L) + L * head_per_token + head_adaln)
         require_sampling(cfg=cfg)
-        total = sum(self.transformer.flops(1, i + 1) for i in range(L)) + L * (head_per_token + head_adaln)
+        total = (sum(self.transformer.flops(1, i + 1, modulation=False) for i in range(L)) + L * head_per_token
+                 + self.transformer.modulation_flops() + head_adaln)  # modulations once per sampling call
         return (2 if cfg else 1) * total

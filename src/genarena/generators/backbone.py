@@ -285,15 +285,20 @@ class Transformer(nn.Module):
         return x
 
     # analytic cost --------------------------------------------------------------------------
-    def flops(self, tokens: int, keys: int | None = None) -> float:
+    def flops(self, tokens: int, keys: int | None = None, modulation: bool = True) -> float:
         """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys
-        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all)."""
+        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all).
+        ``modulation``: with the AdaLN modulations (once per sequence; a sampling call computes them once in all,
+        :meth:`modulation_flops`)."""
         keys = tokens if keys is None else keys
         c, hidden = self.width, int(self.width * self.mlp_ratio)
         per_token = 2 * (3 * c * c + c * c + 2 * c * hidden)  # qkv, out proj, MLP
         attention = 4 * tokens * keys * c  # q k^T and attn v
-        adaln = 2 * c * 6 * c  # once per sequence
-        return self.depth * (tokens * per_token + attention + adaln)
+        return self.depth * (tokens * per_token + attention) + (self.modulation_flops() if modulation else 0)
+
+    def modulation_flops(self) -> float:
+        """The AdaLN modulations of one class embedding, every block."""
+        return self.depth * 2 * self.width * 6 * self.width
 
 
 def init_weights(module: nn.Module, width: int, depth: int) -> None:

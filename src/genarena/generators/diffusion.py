@@ -233,10 +233,18 @@ class DenoiserMLP(nn.Module):
     def flops(self) -> float:
         """Forward FLOPs for one token."""
         w = self.width
-        embed = 2 * (self.FREQ_DIM * w + w * w) + 2 * self.cond_dim * w + 2 * self.token_dim * w
+        return 2 * (self.FREQ_DIM * w + w * w) + self.cond_flops() + self.run_flops()
+
+    def cond_flops(self) -> float:
+        """``cond_embed`` of one condition (a sampling chain embeds it once)."""
+        return 2 * self.cond_dim * self.width
+
+    def run_flops(self) -> float:
+        """:meth:`run` for one token: input projection, blocks (their AdaLN included) and the output layer."""
+        w = self.width
         blocks = self.depth * 2 * (2 * w * w + 3 * w * w)
         final = 2 * (2 * w * w) + 2 * w * self.out_dim
-        return embed + blocks + final
+        return 2 * self.token_dim * w + blocks + final
 
 
 class DiffusionLoss(nn.Module):
@@ -368,7 +376,7 @@ class DiffusionLoss(nn.Module):
             eps, v = out.chunk(2, dim=1) if self.learn_sigma else (out, None)
             if guided:
                 eps_c, eps_u = eps.chunk(2)
-                eps = torch.lerp(eps_u, eps_c, 1 + cfg)  # eps_c + cfg (eps_c - eps_u)
+                eps = torch.add(eps_c, eps_c - eps_u, alpha=cfg)
                 v = None if v is None else v[:n]  # the conditional variance
             rx, rm, *coef = plan[index]
             x0 = torch.sub(x * rx, eps, alpha=rm)
@@ -399,4 +407,6 @@ class DiffusionLoss(nn.Module):
         return 3 * self.batch_mul * self.net.flops()
 
     def sample_flops_per_token(self, steps: int, guided: bool) -> float:
-        return (2 if guided else 1) * steps * self.net.flops()
+        """:meth:`sample`'s chain for one token: the condition embedded once, the network at every step (the
+        timestep embeddings, computed once per chain for all its tokens, are left out)."""
+        return (2 if guided else 1) * (self.net.cond_flops() + steps * self.net.run_flops())

@@ -116,7 +116,9 @@ class RasterMAR(MARBase):
             return 3 * fwd + n * self.diffloss.train_flops_per_token()
         if cfg is None or diffusion_steps is None:
             raise ValueError("sampling FLOPs need the sampling parameters cfg and diffusion_steps")
-        fwd = enc.flops(buf) + dec.flops(buf) + 2 * buf * c * c
+        fwd = (enc.flops(buf, modulation=False) + dec.flops(buf, modulation=False) + 2 * buf * c * c
+               + enc.modulation_flops() + dec.modulation_flops())  # the modulations once per sampling call
         for i in range(1, n):
-            fwd += enc.flops(1, buf + i) + dec.flops(1, buf + i) + 2 * d * c + 2 * c * c
+            fwd += enc.flops(1, buf + i, modulation=False) + dec.flops(1, buf + i, modulation=False) + 2 * d * c
+            fwd += 2 * c * c
         return (2 if cfg else 1) * fwd + n * self.diffloss.sample_flops_per_token(diffusion_steps, bool(cfg))

@@ -33,8 +33,8 @@ def guidance_weight(cfg: float, schedule: str, progress: float) -> float:
 
 
 def guide(cond: Tensor, uncond: Tensor, w: float) -> Tensor:
-    """``cond + w (cond - uncond)``, in one op (``lerp`` with weight ``1 + w >= 1`` evaluates exactly this)."""
-    return cond if w == 0 else torch.lerp(uncond, cond, 1 + w)
+    """``cond + w (cond - uncond)`` (two ops; ``lerp(uncond, cond, 1 + w)`` would be one, but rounds ``1 + w``)."""
+    return cond if w == 0 else torch.add(cond, cond - uncond, alpha=w)
 
 
 def split_guided(out: Tensor, w: float | None) -> Tensor:

@@ -206,7 +206,8 @@ class VAR(Generator):
         attn_total, seen = 0.0, 0
         for n in self.block_sizes:
             seen += n
-            attn_total += self.transformer.flops(n, seen)
+            attn_total += self.transformer.flops(n, seen, modulation=False)
+        attn_total += self.transformer.modulation_flops()  # once per sampling call
         phi = len(self.scales) * 2 * 9 * d * d * side * side
         mult = 2 if cfg else 1
         return mult * (attn_total + embed + head) + phi
