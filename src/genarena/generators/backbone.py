@@ -62,6 +62,57 @@ def drop_labels(labels: Tensor, p: float, null_class: int, generator: torch.Gene
     return torch.where(drop, torch.full_like(labels, null_class), labels)
 
 
+# ----------------------------------------------------------------------------------- fused AdaLN ops
+class _Modulate(torch.autograd.Function):
+    """``x (1 + scale) + shift`` in one forward op; the backward computes only the products it needs (autograd's
+    ``addcmul`` would also multiply the full-size ``x`` by its unit ``value``, and the unfused form spends a forward
+    op more)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        gain = 1 + scale
+        ctx.save_for_backward(x, gain)
+        ctx.shapes = (scale.shape, scale.dtype, shift.shape, shift.dtype)
+        return torch.addcmul(shift, x, gain)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, gain = ctx.saved_tensors
+        scale_shape, scale_dtype, shift_shape, shift_dtype = ctx.shapes
+        gx = (grad * gain).to(x.dtype) if ctx.needs_input_grad[0] else None
+        gs = (grad * x).sum_to_size(scale_shape).to(scale_dtype) if ctx.needs_input_grad[1] else None
+        gb = grad.sum_to_size(shift_shape).to(shift_dtype) if ctx.needs_input_grad[2] else None
+        return gx, gs, gb
+
+
+class _GatedAdd(torch.autograd.Function):
+    """``x + gate h`` (a gated residual branch) in one forward op, with the backward's two products only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, gate: Tensor, h: Tensor) -> Tensor:
+        ctx.save_for_backward(gate, h)
+        ctx.x_dtype = x.dtype
+        return torch.addcmul(x, gate, h)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        gate, h = ctx.saved_tensors
+        gx = grad.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        gg = (grad * h).sum_to_size(gate.shape).to(gate.dtype) if ctx.needs_input_grad[1] else None
+        gh = (grad * gate).to(h.dtype) if ctx.needs_input_grad[2] else None
+        return gx, gg, gh
+
+
+def modulate(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """AdaLN's ``x (1 + scale) + shift``; ``x (B, L, C)`` (or ``(N, C)``), ``scale`` and ``shift`` broadcast to it."""
+    return _Modulate.apply(x, scale, shift)
+
+
+def gated_add(x: Tensor, gate: Tensor, h: Tensor) -> Tensor:
+    """``x + gate h``; ``gate`` broadcasts to ``h``'s shape, which is ``x``'s."""
+    return _GatedAdd.apply(x, gate, h)
+
+
 # ----------------------------------------------------------------------------------- rotary 2-D
 def rope_2d(grid: tuple[int, int], head_dim: int, prefix: int = 0, base: float = 10000.0) -> tuple[Tensor, Tensor]:
     """cos/sin tables ``(prefix + h*w, head_dim)`` for 2-D RoPE (LlamaGen): the first half of each
@@ -215,12 +266,12 @@ class Block(nn.Module):
                 cache: KVCache | None = None, mod: Tensor | None = None) -> Tensor:
         """``mod``: :meth:`modulation` of ``cond`` computed beforehand (sampling: once per call, not per step)."""
         g1, g2, s1, s2, b1, b2 = (self.modulation(cond) if mod is None else mod).unbind(2)  # (B, 1, C) each
-        h = self.attn(torch.addcmul(b1, self.norm1(x), 1 + s1), mask, rope, cache)
+        h = self.attn(modulate(self.norm1(x), s1, b1), mask, rope, cache)
         scale = self.drop_path.keep_scale(x)
-        x = torch.addcmul(x, g1 if scale is None else g1 * scale, h)
-        h = self.mlp(torch.addcmul(b2, self.norm2(x), 1 + s2))
+        x = gated_add(x, g1 if scale is None else g1 * scale, h)
+        h = self.mlp(modulate(self.norm2(x), s2, b2))
         scale = self.drop_path.keep_scale(x)
-        return torch.addcmul(x, g2 if scale is None else g2 * scale, h)
+        return gated_add(x, g2 if scale is None else g2 * scale, h)
 
 
 class AdaLNHead(nn.Module):
@@ -241,7 +292,7 @@ class AdaLNHead(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, mod: Tensor | None = None) -> Tensor:
         scale, shift = (self.modulation(cond) if mod is None else mod).unbind(2)
-        return self.proj(torch.addcmul(shift, self.norm(x), 1 + scale))
+        return self.proj(modulate(self.norm(x), scale, shift))
 
 
 class Transformer(nn.Module):

@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from genarena.generators.backbone import gated_add, modulate
+
 DIFFUSION_LOSSES = ("eps", "learned_sigma")
 NOISE_SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddpm", "ddim")  # ddpm: the paper's ancestral chain | ddim: Song et al.'s, eta sets its noise
@@ -166,7 +168,7 @@ class ResBlockAdaLN(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale, gate = self.ada(c).chunk(3, dim=-1)
-        return torch.addcmul(x, gate, self.mlp(torch.addcmul(shift, self.norm(x), 1 + scale)))
+        return gated_add(x, gate, self.mlp(modulate(self.norm(x), scale, shift)))
 
 
 class DenoiserMLP(nn.Module):
@@ -228,7 +230,7 @@ class DenoiserMLP(nn.Module):
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
-        return self.out(torch.addcmul(shift, self.final_norm(h), 1 + scale))  # (N, out_dim)
+        return self.out(modulate(self.final_norm(h), scale, shift))  # (N, out_dim)
 
     def flops(self) -> float:
         """Forward FLOPs for one token."""
