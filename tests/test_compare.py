@@ -135,5 +135,5 @@ def test_balanced_subset_spreads_over_sorted_classes():
 def test_report_shows_counts_averaged_over_seeds_as_integers():
     from genarena.comparison.report import fmt
 
-    assert fmt(656068.0, "{:,}") == "656,068" and fmt(6.0, "{}") == "6"
+    assert fmt(656068.0, "{:,}") == "656,068" and fmt(6.0, "{}") == "6" and fmt(8.0, "{}", 0.0) == "8 ± 0"
     assert fmt(2.5, "{:.2f}", 0.125) == "2.50 ± 0.12" and fmt(float("nan"), "{:.2f}") == "-"

@@ -28,8 +28,8 @@ def fmt(value: Any, spec: str, std: Any = None) -> str:
     """``value`` formatted by ``spec``; with a standard deviation over several seeds, ``mean ± std``."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    if isinstance(value, float) and value.is_integer() and spec in ("{}", "{:,}"):
-        value = int(value)  # counts (params, steps) averaged over seeds come back as floats
+    if spec in ("{}", "{:,}"):  # counts (params, steps) averaged over seeds come back as floats
+        value, std = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (value, std))
     try:
         text = spec.format(value)
         return text if std is None else f"{text} ± {spec.format(std)}"
