@@ -246,6 +246,9 @@ def test_edit_cli_png_folder_needs_a_label(workdir, monkeypatch, capsys):
     (["relabel=10"], r"relabel=10 is not accepted; a class id in \[0, 9\]"),
     (["n=0"], "n=0 is not accepted"),
     (["images=nowhere"], "neither an .npz file nor a folder"),
+    (["sampling.top_p=2"], "sampling.top_p=2.0 is not accepted"),
+    (["sampling.choice_temperature=1"], "does not apply to this paradigm"),
+    (["+foo=1"], "foo is not a config key"),
 ])
 def test_edit_cli_errors_are_one_line(workdir, monkeypatch, capsys, argv, message):
     run = fake_run(workdir, "ar")
@@ -294,3 +297,27 @@ def test_edit_scores_on_a_tiny_run(workdir):
         assert scores[f"{task}_fid"] >= 0 and 0 <= scores[f"{task}_class_acc"] <= 1
         assert 0 <= scores[f"{task}_relabel_class_acc"] <= 1 and scores[f"{task}_known_mse"] >= 0
     assert scores["inpaint_known_tokens"] == 12 and scores["outpaint_known_tokens"] == 8
+
+
+def test_editing_benchmark_runs_on_tiny_runs(workdir):
+    """benchmarks/editing.py over a folder of (tiny, untrained) runs: one row per paradigm and task."""
+    import importlib.util
+
+    from .test_metrics import TINY_CLASSIFIER_FLOOR, eval_config
+
+    eval_config()  # the tiny classifier in the cache the benchmark's config points at
+    for paradigm, over in (("var", {}), ("mar", {"order": "raster"})):
+        fake_run(workdir, paradigm, **over)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "editing.py"
+    spec = importlib.util.spec_from_file_location("editing_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--runs", str(workdir / "runs"), "--n", "6", "--checkpoint", "last", "--out",
+                         str(workdir / "bench"), "--set", "eval.extractor=domain", TINY_CLASSIFIER_FLOOR])
+    assert [(r["paradigm"], r["task"]) for r in result["rows"]] == [
+        ("mar-raster", "inpaint"), ("mar-raster", "outpaint"), ("var", "inpaint"), ("var", "outpaint")]
+    for r in result["rows"]:
+        assert r["n"] == 6 and r["fid"] >= 0 and 0 <= r["relabel_class_acc"] <= 1 and r["recon_known_mse"] > 0
+    md = (workdir / "bench" / "editing.md").read_text()
+    assert "| var | out-painting (right half) |" in md
+    assert json.loads((workdir / "bench" / "editing.json").read_text())["meta"]["n"] == 6
