@@ -227,7 +227,7 @@ def test_edit_cli_relabel_box_and_paste(workdir, monkeypatch):
     assert meta["relabel"] == 7 and meta["mask"] == "box:0,0,8,16" and meta["known_tokens"] == 8
 
 
-def test_edit_cli_png_folder_needs_a_label(workdir, monkeypatch, capsys):
+def test_edit_cli_needs_labels_of_the_run(workdir, monkeypatch, capsys):
     run = fake_run(workdir, "ar")
     (workdir / "pngs").mkdir()
     for i, img in enumerate(val_digits(2)[0]):
@@ -235,6 +235,11 @@ def test_edit_cli_png_folder_needs_a_label(workdir, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         genarena_edit(monkeypatch, f"ckpt={run}", f"images={workdir / 'pngs'}", "n=2", "checkpoint=last")
     assert "carry no labels; give relabel=<class id>" in capsys.readouterr().err
+    images, _ = val_digits(2)
+    np.savez(workdir / "bad.npz", images=images.permute(0, 2, 3, 1).numpy(), labels=np.array([3, 12]))
+    with pytest.raises(SystemExit):
+        genarena_edit(monkeypatch, f"ckpt={run}", f"images={workdir / 'bad.npz'}", "n=2", "checkpoint=last")
+    assert "have labels in [3, 12] but the run models classes 0..9" in capsys.readouterr().err
     genarena_edit(monkeypatch, f"ckpt={run}", f"images={workdir / 'pngs'}", "n=2", "checkpoint=last", "relabel=1",
                   f"out={workdir / 'p'}")
     with np.load(workdir / "p" / "edits.npz") as f:

@@ -62,6 +62,9 @@ def edit(cfg: DictConfig) -> Path:
     if cfg.relabel is None and source_labels is None:
         raise ConfigError(f"images={cfg.images} carry no labels; give relabel=<class id> to complete them as a class")
     labels = torch.full((len(images),), cfg.relabel) if cfg.relabel is not None else source_labels
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < run.num_classes:
+        raise ConfigError(f"images={cfg.images} have labels in [{int(labels.min())}, {int(labels.max())}] but the run "
+                          f"models classes 0..{run.num_classes - 1}; give relabel=<class id> or fix the labels")
     known = pixel_mask(cfg.mask, tuple(images.shape[-2:]))
     sampling = merge_sampling(run.sampling, to_dict(cfg.sampling))
     edited = complete_images(run.generator, run.tokenizer, images, labels, known, sampling, cfg.seed, cfg.batch_size,

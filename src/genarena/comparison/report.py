@@ -130,6 +130,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any
         lines += ["", f"## Editing (zero-shot, `compare.edit_samples`; N = {edits[0]['n']} held-out validation images)",
                   "", f"In-painting regenerates the centre box (`mask=center`), out-painting the right half "
                   f"(`mask=right`), each under the image's own label, with each run's default sampling config "
+                  f"and its first training seed "
                   f"(`genarena-edit`, `Generator.complete`). FID: the completed images vs the real "
                   f"`{meta['split']}` split ({extractor} features, N = {edits[0]['n']}: read it against the "
                   "paradigms' own, not across sample sizes; the kept part comes from that split, so it flatters "
