@@ -140,3 +140,10 @@ def test_balanced_subset_spreads_over_sorted_classes():
     idx = balanced_subset(labels, 10)
     assert sorted(labels[idx].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert len(set(balanced_subset(labels, 100).tolist())) == 100
+
+
+def test_report_shows_counts_averaged_over_seeds_as_integers():
+    from genarena.comparison.report import fmt
+
+    assert fmt(656068.0, "{:,}") == "656,068" and fmt(6.0, "{}") == "6"
+    assert fmt(2.5, "{:.2f}", 0.125) == "2.50 ± 0.12" and fmt(float("nan"), "{:.2f}") == "-"

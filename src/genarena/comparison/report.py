@@ -35,6 +35,8 @@ def fmt(value: Any, spec: str, std: Any = None) -> str:
     """``value`` formatted by ``spec``; with a standard deviation over several seeds, ``mean ± std``."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
+    if isinstance(value, float) and value.is_integer() and spec in ("{}", "{:,}"):
+        value = int(value)  # counts (params, steps) averaged over seeds come back as floats
     try:
         text = spec.format(value)
         return text if std is None else f"{text} ± {spec.format(std)}"
