@@ -19,6 +19,7 @@ from genarena.editing import (
     changed_labels,
     check_mask_spec,
     complete_images,
+    interior,
     mask_tag,
     pixel_mask,
     token_mask,
@@ -127,6 +128,8 @@ def test_mask_specs_and_token_masks(tmp_path):
     hole[12:, 12:] = 255
     Image.fromarray(hole).save(png)
     assert token_mask(pixel_mask(str(png), (16, 16)), (4, 4)).sum() == 15
+    inner = interior(right, 4)  # more than one 4-pixel token from the generated right half
+    assert inner[:, :4].all() and not inner[:, 4:].any()
     assert mask_tag("box:1,2,6,5") == "box1-2-6-5" and mask_tag(str(png)) == "hole" and mask_tag("center") == "center"
 
 
