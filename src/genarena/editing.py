@@ -232,9 +232,20 @@ def save_edits(out: Path, edited: Edited, meta: Mapping[str, Any], source_labels
 # ------------------------------------------------------------------------------------ scores
 def known_region_mse(images: Tensor, reference: Tensor, known_pixels: Tensor) -> float:
     """Mean squared error over the known pixels of uint8 ``images`` against ``reference`` (both ``(N, C, H, W)``),
-    on the ``[-1, 1]`` scale the models work in."""
+    on the ``[-1, 1]`` scale the models work in; NaN when no pixel is known."""
+    if not known_pixels.any():
+        return float("nan")
     diff = (images.float() - reference.float()) / 127.5
     return float(diff.pow(2).masked_select(known_pixels.expand_as(diff)).mean())
+
+
+def interior(known_pixels: Tensor, margin: int) -> Tensor:
+    """Known pixels ``(H, W)`` at least ``margin + 1`` pixels (in both directions) from every generated one: where
+    the decoder's output no longer depends on the hole (its receptive field crosses the mask's edge by about a
+    token)."""
+    near = torch.nn.functional.max_pool2d((~known_pixels)[None, None].float(), 2 * margin + 1, stride=1,
+                                          padding=margin)[0, 0]
+    return known_pixels & (near == 0)
 
 
 def changed_labels(labels: Tensor, num_classes: int) -> Tensor:
@@ -248,16 +259,19 @@ def score_edit_tasks(generator: Generator, tokenizer: Tokenizer, sampling: Mappi
                      num_classes: int | None = None) -> dict[str, Any]:
     """In-painting (``center``) and out-painting (``right``) of uint8 ``images`` under their ``labels``:
     ``<task>_fid`` (against the evaluator's real split, its features), ``<task>_class_acc`` (the domain
-    classifier agrees with the label), ``<task>_known_mse`` (error on the known pixels, against the originals) and
-    ``<task>_s_per_image``. ``relabel`` adds ``<task>_relabel_class_acc``: the same edits under another class
+    classifier agrees with the label), ``<task>_known_mse`` (error on the known pixels, against the originals),
+    ``<task>_interior_mse`` (the same on the known pixels more than a token away from the hole, :func:`interior`)
+    and ``<task>_s_per_image``. ``relabel`` adds ``<task>_relabel_class_acc``: the same edits under another class
     (:func:`changed_labels`), judged against that class."""
     out: dict[str, Any] = {}
     for task, spec in EDIT_TASKS.items():
         known = pixel_mask(spec, tuple(images.shape[-2:]))
         edited = complete_images(generator, tokenizer, images, labels, known, sampling, seed, batch_size, device)
         scores = evaluator(edited.completions, labels, metrics=["fid"])
+        margin = images.shape[-1] // tokenizer.grid[1]  # one token
         out.update({f"{task}_fid": scores["fid"], f"{task}_class_acc": scores["class_acc"],
                     f"{task}_known_mse": known_region_mse(edited.completions, images, known),
+                    f"{task}_interior_mse": known_region_mse(edited.completions, images, interior(known, margin)),
                     f"{task}_s_per_image": edited.seconds_per_image,
                     f"{task}_known_tokens": int(edited.known_tokens.sum())})
         if relabel:

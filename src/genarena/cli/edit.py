@@ -58,6 +58,7 @@ def edit(cfg: DictConfig) -> Path:
                allow_unsafe_load=cfg.allow_unsafe_load)
     if cfg.relabel is not None and cfg.relabel >= run.num_classes:
         raise ConfigError(f"relabel={cfg.relabel} is not accepted; a class id in [0, {run.num_classes - 1}]")
+    sampling = merge_sampling(run.sampling, to_dict(cfg.sampling))
     images, source_labels = load_edit_images(cfg.images, run.config.data, cfg.n)
     if cfg.relabel is None and source_labels is None:
         raise ConfigError(f"images={cfg.images} carry no labels; give relabel=<class id> to complete them as a class")
@@ -66,7 +67,6 @@ def edit(cfg: DictConfig) -> Path:
         raise ConfigError(f"images={cfg.images} have labels in [{int(labels.min())}, {int(labels.max())}] but the run "
                           f"models classes 0..{run.num_classes - 1}; give relabel=<class id> or fix the labels")
     known = pixel_mask(cfg.mask, tuple(images.shape[-2:]))
-    sampling = merge_sampling(run.sampling, to_dict(cfg.sampling))
     edited = complete_images(run.generator, run.tokenizer, images, labels, known, sampling, cfg.seed, cfg.batch_size,
                              run.device, paste=cfg.paste, progress=True)
     out = Path(cfg.out) if cfg.out else run.checkpoint.parent.parent / "edits" / f"{mask_tag(cfg.mask)}_seed{cfg.seed}"
