@@ -11,7 +11,7 @@ from genarena.generators import GENERATORS, build_generator
 from genarena.generators.cells import CELLS, cell_of, resolve_head
 from genarena.generators.heads import CEHead, DiffusionHead
 
-from .conftest import GENERATOR_CFGS, SAMPLING, compose_cfg, tiny_generator, tiny_tokenizer, token_batch
+from .conftest import GENERATOR_CFGS, SAMPLING, TOKENIZER_OF, compose_cfg, tiny_generator, tiny_tokenizer, token_batch
 
 
 def images(n: int = 6, seed: int = 0) -> torch.Tensor:
@@ -40,15 +40,20 @@ def test_mskl_scales_sum_back_to_the_latent():
 
 
 def test_mskl_progression_refines_and_phi_trains_only_on_the_prefix_loss():
-    tok = tiny_tokenizer("mskl").train()
+    from genarena.tokenizers import build_tokenizer
+
+    from .conftest import TOKENIZER_CFGS
+
+    tok = build_tokenizer({**TOKENIZER_CFGS["mskl"], "kl_weight": 0.0}, image_channels=1, resolution=32).train()
     x = images()
     progression = tok.decode_progression(tok.encode(x))
     assert len(progression) == len(tok.scales)
     torch.testing.assert_close(progression[-1], tok.decode(tok.encode(x)))
     recon, aux = tok(x)
     assert recon.shape == x.shape and set(aux) == {"loss", "kl", "pyramid_loss"} and aux["pyramid_loss"] > 0
-    aux["pyramid_loss"].backward()  # the prefix loss reaches phi, never the encoder (the latent is detached)
-    assert all(p.grad is None for p in tok.encoder.parameters())
+    torch.testing.assert_close(aux["loss"].detach(), tok.pyramid_weight * aux["pyramid_loss"])
+    aux["loss"].backward()  # without the KL term: the prefix loss reaches phi, never the encoder (a detached latent)
+    assert all(p.grad is None or not p.grad.any() for p in tok.encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tok.pyramid.parameters())
 
 
@@ -156,7 +161,135 @@ def test_generator_head_names_the_other_cell_of_the_order(option, head, paradigm
 
 def test_an_option_of_the_other_cell_does_not_silently_vanish():
     cfg = compose_cfg(["generator=maskgit", "generator.head=diffusion", "generator.label_smoothing=0.2"])
-    with pytest.raises(ConfigError, match="generator=mar, which has no generator.label_smoothing"):
+    with pytest.raises(ConfigError, match="generator=mar generator.order=random, which has no generator.label_smoo"):
         resolve_head(cfg)
     with pytest.raises(ConfigError, match="generator.head='mlp' is not accepted; choose one of ce, diffusion"):
         resolve_head(compose_cfg(["generator=ar", "generator.head=mlp"]))
+
+
+# ------------------------------------------------------------------------------ the study: sweep, sizes, report
+def sweep_jobs() -> list[list[str]]:
+    """The jobs of ``+sweep=matrix``: the product of its sweeper params, as Hydra's basic sweeper makes it."""
+    import itertools
+
+    from genarena.config import compose
+
+    params = compose("config", ["+sweep=matrix"], return_hydra_config=True).hydra.sweeper.params
+    axes = [[f"{key}={v}" for v in str(values).split(",")] for key, values in params.items()]
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def test_the_matrix_sweep_composes_to_the_six_cells():
+    from genarena.generators import tokenizer_for
+
+    jobs = sweep_jobs()
+    assert len(jobs) == 6
+    cells, names, tokenizers = set(), set(), {}
+    for job in jobs:
+        cfg = compose_cfg(["+sweep=matrix", *job])
+        assert cfg.task == "generator" and cfg.tokenizer.ckpt == "auto" and cfg.match_params > 0
+        assert cfg.trainer.max_steps == 3000 and cfg.trainer.max_time is None  # one budget, no wall-clock cap
+        name = cfg.logger.run_name
+        resolve_head(cfg)
+        cfg.tokenizer.ckpt = "x.ckpt"
+        validate(cfg)
+        cell = cell_of(cfg.generator)
+        cells.add(cell)
+        names.add(cfg.logger.run_name)
+        assert cfg.logger.run_name == name and cfg.experiment_name == "matrix_mnist5k"
+        tokenizers[cell] = tokenizer_for(cfg.generator.name)
+    assert cells == set(CELLS) and len(names) == 6
+    assert tokenizers == {("raster", "ce"): "vq", ("masked", "ce"): "vq", ("next-scale", "ce"): "msvq",
+                          ("raster", "diffusion"): "kl", ("masked", "diffusion"): "kl",
+                          ("next-scale", "diffusion"): "mskl"}
+
+
+def test_match_params_gives_every_cell_about_the_same_non_embedding_parameters():
+    from genarena.generators.cells import match_width, non_embedding_params
+
+    counts = {}
+    for (order, head), (paradigm, selectors) in CELLS.items():
+        cfg = {**GENERATOR_CFGS[paradigm], **selectors, "depth": 2, "width": None, "heads": None}
+        tok = tiny_tokenizer(TOKENIZER_OF[paradigm])
+        width, count = match_width(cfg, tok, 300_000)
+        assert count == non_embedding_params(cfg, tok, width, 2)
+        counts[order, head] = count
+    assert all(abs(c - 300_000) / 300_000 < 0.05 for c in counts.values()), counts
+    cfg = compose_cfg(["task=generator", "match_params=1000", "generator.width=64", "tokenizer.ckpt=x"])
+    from genarena.generators.cells import apply_match_params
+
+    with pytest.raises(ConfigError, match="match_params=1000 chooses generator.width"):
+        apply_match_params(cfg)
+    with pytest.raises(ConfigError, match="match_params=0"):
+        validate(compose_cfg(["match_params=0"]))
+
+
+def fake_row(order: str, head: str, fid: float, seeds: int = 1, fid_std: float = 0.0) -> dict:
+    paradigm = CELLS[order, head][0]
+    return {"cell": f"{order} x {head}", "order": order, "head": head, "paradigm": paradigm, "seed": 0,
+            "seeds": seeds, "tokenizer": "vq", "width": 128, "params_non_embedding": 640_000, "match_params": 640_000,
+            "train_gflops": 1e3, "train_min": 2.0, "steps": 3000, "images_seen": 96_000, "fid": fid, "fid_std": fid_std,
+            "class_acc": 0.9, "sample_s_per_image": 0.01, "sampling_steps": 6, "run_dir": f"runs/{order}-{head}"}
+
+
+def test_the_matrix_report_lays_out_orders_by_heads(tmp_path):
+    from genarena.comparison.matrix import READING, write_matrix_report
+
+    rows = [fake_row("raster", "ce", 20.0), fake_row("raster", "diffusion", 15.0),
+            fake_row("masked", "ce", 10.0, seeds=3, fid_std=1.0), fake_row("masked", "diffusion", 10.5, 3, 1.0),
+            fake_row("next-scale", "ce", 12.0)]
+    meta = {"name": "tiny", "data": "synthetic", "runs": "runs/matrix_synthetic", "split": "val", "n_real": 100,
+            "num_samples": 20, "extractor": "domain", "extractor_note": "", "classifier_val_acc": 0.95, "seed": 0,
+            "batch_size": 20, "checkpoint": "best", "device": "cpu", "command": "genarena-matrix",
+            "hardware": "cpu", "seeds": [0], "per_seed": rows, "missing": ["next-scale x diffusion"],
+            "tokenizers": {"vq": "t.ckpt"}, "reading": None, "total_min": 0.1}
+    report = write_matrix_report(tmp_path, rows, [{"paradigm": "real train split", "fid": 1.0}], meta).read_text()
+    assert "| order | ce head | diffusion head |" in report
+    assert "| raster (`ar`) | 20.00 `ar` | 15.00 `mar` |" in report
+    assert "| masked (`maskgit`) | 10.00 ± 1.00 `maskgit` | 10.50 ± 1.00 `mar` |" in report
+    assert "| next-scale (`var`) | 12.00 `var` | missing |" in report
+    assert "640,000 (128) `var`" in report and "0.0100 (6 steps) `ar`" in report
+    assert "the CE head | raster x diffusion vs raster x ce | holds (15.00 vs 20.00) |" \
+        in report
+    assert "masked x diffusion vs masked x ce | within seed noise (10.50 vs 10.00)" in report
+    assert "next-scale x ce vs raster x ce | holds (12.00 vs 20.00)" in report
+    assert "next-scale x diffusion vs raster x diffusion | not measured" in report
+    assert "N = 20" in report and "domain" in report and "To be written after the real run" in report
+    assert "Missing cells" in report and (tmp_path / "results.json").is_file() and (tmp_path / "results.csv").is_file()
+    (tmp_path / READING).write_text("Diffusion helps the raster order; next-scale beats raster.")
+    meta["reading"] = (tmp_path / READING).read_text()
+    report = write_matrix_report(tmp_path, rows, [], meta).read_text()
+    assert "Diffusion helps the raster order" in report and "To be written" not in report
+
+
+@pytest.mark.slow
+def test_the_matrix_study_runs_end_to_end_on_a_tiny_config(workdir):
+    """The four tokenizers, ``+sweep=matrix`` (six cells, two steps each) and ``genarena-matrix``: the report's
+    3 x 2 tables hold every cell."""
+    import json
+    import subprocess
+    import sys
+
+    def run(module: str, *args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=workdir, capture_output=True, text=True,
+                              timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    tiny = ["data=synthetic", "data.num_images=200", "trainer.enable_progress_bar=false", "log.sample_every_n_steps=0",
+            "trainer.limit_val_batches=1", "trainer.val_check_interval=2", "trainer.max_steps=2"]
+    run("genarena.cli.train", "-m", "task=tokenizer", "tokenizer=vq,msvq,kl,mskl", *tiny)
+    run("genarena.cli.train", "-m", "+sweep=matrix", "match_params=100000", *tiny)
+    run("genarena.cli.matrix", "data=synthetic", "data.num_images=200", "classifier.max_steps=20",
+        "classifier.min_val_acc=0", "eval.extractor=domain", "matrix.num_samples=20", "matrix.batch_size=20")
+    out = workdir / "outputs" / "matrix" / "synthetic"
+    report = (out / "report.md").read_text()
+    for order, option in (("raster", "ar"), ("masked", "maskgit"), ("next-scale", "var")):
+        assert f"| {order} (`{option}`) |" in report
+    assert "missing" not in report and "Missing cells" not in report and "N = 20" in report
+    results = json.loads((out / "results.json").read_text())
+    cells = {(r["order"], r["head"]): r for r in results["paradigms"]}
+    assert set(cells) == set(CELLS)
+    for (order, head), r in cells.items():
+        assert r["paradigm"] == CELLS[order, head][0] and r["fid"] >= 0 and 0 <= r["class_acc"] <= 1
+        assert abs(r["params_non_embedding"] - 100_000) / 100_000 < 0.1 and r["steps"] == 2
+    assert (out / "samples.png").is_file() and (out / "frontier.png").is_file()
