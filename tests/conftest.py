@@ -23,10 +23,13 @@ TINY_TOKENIZER = {
     "vq": ["tokenizer.ch=8", "tokenizer.z_channels=8", "tokenizer.vocab_size=32"],
     "msvq": ["tokenizer.ch=8", "tokenizer.z_channels=8", "tokenizer.vocab_size=32", "tokenizer.patch_nums=[1,2,4,8]"],
     "kl": ["tokenizer.ch=8"],
+    "mskl": ["tokenizer.ch=8", "tokenizer.patch_nums=[1,2,4,8]", "tokenizer.share_quant_resi=2"],
 }
 TINY_GENERATOR = ["generator.depth=1", "generator.width=32", "generator.heads=2"]
-TINY_PARADIGM = {"mar": ["generator.buffer_size=4", "generator.diffusion_depth=2"]}
-FAST_SAMPLING = {"mar": ["generator.sampling.steps=4", "generator.sampling.diffusion_steps=10"]}
+TINY_PARADIGM = {"mar": ["generator.buffer_size=4", "generator.diffusion_depth=2"],
+                 "var_diffusion": ["generator.diffusion_depth=2"]}
+FAST_SAMPLING = {"mar": ["generator.sampling.steps=4", "generator.sampling.diffusion_steps=10"],
+                 "var_diffusion": ["generator.sampling.diffusion_steps=10"]}
 
 
 def compose_cfg(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:

@@ -198,21 +198,21 @@ def editing_rows(opts: DictConfig, evaluator: Evaluator, checkpoint: str, gen_ru
     return rows
 
 
-def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per paradigm: the first seed's row with every numeric column replaced by its mean over seeds, plus
-    ``<column>_std`` (sample standard deviation; 0 with one seed), ``<column>_seeds`` (each seed's value) and
-    ``seeds`` (how many)."""
+def over_seeds(rows: list[dict[str, Any]], key: str = "paradigm") -> list[dict[str, Any]]:
+    """One row per paradigm (per value of ``key``): the first seed's row with every numeric column replaced by its
+    mean over seeds, plus ``<column>_std`` (sample standard deviation; 0 with one seed), ``<column>_seeds`` (each
+    seed's value) and ``seeds`` (how many)."""
     out = []
-    for paradigm in dict.fromkeys(r["paradigm"] for r in rows):
-        group = [r for r in rows if r["paradigm"] == paradigm]
+    for paradigm in dict.fromkeys(r[key] for r in rows):
+        group = [r for r in rows if r[key] == paradigm]
         agg = dict(group[0], seeds=len(group), seed_list=[r["seed"] for r in group])
-        for key, value in group[0].items():
-            values = [r.get(key) for r in group]
-            if key == "seed" or isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in values):
+        for column, value in group[0].items():
+            values = [r.get(column) for r in group]
+            if column == "seed" or isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in values):
                 continue
             mean = sum(values) / len(values)
             var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-            agg[key], agg[f"{key}_std"], agg[f"{key}_seeds"] = mean, math.sqrt(var), values
+            agg[column], agg[f"{column}_std"], agg[f"{column}_seeds"] = mean, math.sqrt(var), values
         out.append(agg)
     return out
 

@@ -32,6 +32,8 @@ POS_EMBEDS = ("rope2d", "learned")  # 2-D rotary (LlamaGen) | learned absolute p
 class RasterAR(Generator):
     name = "ar"
     requires = "discrete"
+    order = "raster"
+    head_kind = "ce"
 
     def __init__(self, tokenizer, num_classes: int, pos_embed: str, embed_dropout: float, backbone: str,
                  ffn_multiple_of: int, **shared) -> None:

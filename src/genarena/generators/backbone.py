@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from genarena.generators.heads import CEHead
+
 
 def resolve_width(depth: int, width: int | None, heads: int | None) -> tuple[int, int]:
     """VAR's rule: width = 64 * depth and heads = depth unless set explicitly."""
@@ -170,21 +172,9 @@ class Block(nn.Module):
         return x + self.drop_path(g2 * self.mlp(self.norm2(x) * (1 + s2) + b2))
 
 
-class AdaLNHead(nn.Module):
-    """Final AdaLN (scale, shift from the class embedding) and a linear projection ``(B, L, C) -> (B, L, out)``."""
-
-    def __init__(self, width: int, out_dim: int) -> None:
-        super().__init__()
-        self.width = width
-        self.norm = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
-        self.proj = nn.Linear(width, out_dim)
-
-    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        scale, shift = self.ada(cond).view(-1, 1, 2, self.width).unbind(2)
-        return self.proj(self.norm(x) * (1 + scale) + shift)
+# the final AdaLN + projection of the CE orders lives with the other heads (genarena.generators.heads); the old
+# name stays importable
+AdaLNHead = CEHead
 
 
 class Transformer(nn.Module):

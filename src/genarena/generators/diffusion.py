@@ -235,16 +235,21 @@ class DiffusionLoss(nn.Module):
         return self._chains[key]
 
     # ------------------------------------------------------------------ training
-    def forward(self, x0: Tensor, z: Tensor) -> dict[str, Tensor]:
+    def forward(self, x0: Tensor, z: Tensor, per_token: bool = False) -> dict[str, Tensor]:
         """Mean ``loss`` for tokens ``x0 (N, D)`` with conditions ``z (N, C)``, and its noise-prediction part ``mse``
-        (the whole loss with ``eps``; ``learned_sigma`` adds the VLB term), which compares across the two losses."""
+        (the whole loss with ``eps``; ``learned_sigma`` adds the VLB term), which compares across the two losses.
+        ``per_token`` adds ``mse_per_token (N,)`` (detached, averaged over the ``batch_mul`` draws)."""
+        n = x0.shape[0]
         if self.training:
             with torch.no_grad():
                 self.x0_bound.copy_(torch.maximum(self.x0_bound, x0.detach().abs().amax(0)))
         x0, z = x0.repeat(self.batch_mul, 1), z.repeat(self.batch_mul, 1)  # (batch_mul N, D), (batch_mul N, C)
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
         terms = self.terms(x0, z, t, torch.randn_like(x0))
-        return {"loss": terms["loss"], "mse": terms["mse"].mean()}
+        out = {"loss": terms["loss"], "mse": terms["mse"].mean()}
+        if per_token:
+            out["mse_per_token"] = terms["mse"].detach().view(self.batch_mul, n).mean(0)
+        return out
 
     def terms(self, x0: Tensor, z: Tensor, t: Tensor, eps: Tensor) -> dict[str, Tensor]:
         """Loss at given timesteps ``t (N,)`` and noise ``eps (N, D)``: ``loss`` (the mean), per token ``mse (N,)``

@@ -4,7 +4,8 @@ An MAE-style encoder/decoder. Per batch a mask ratio is drawn from a truncated n
 least ``mask_ratio_min``); per image a random order decides which tokens are masked. The encoder sees
 ``[class buffer, unmasked tokens]`` (``buffer_size`` copies of the class embedding; the null class is MAR's learned
 "fake latent"); the decoder fills the masked positions with a learned [MASK] embedding and outputs a condition
-``z_i (C,)`` per token; the :class:`DiffusionLoss` is applied on the masked tokens::
+``z_i (C,)`` per token; the diffusion head (:class:`~genarena.generators.heads.DiffusionHead`) is applied on the
+masked tokens::
 
     x = LN(z_proj([buffer; tokens]) + pos_enc)[kept]        ->  h = LN(Encoder(x))
     y = [MASK everywhere; Linear(h) at kept] + pos_dec      ->  z = LN(Decoder(y))[buffer:] + pos_diff
@@ -32,7 +33,7 @@ from torch import Tensor
 from genarena.generators.backbone import Transformer
 from genarena.generators.backbone import init_weights as var_init
 from genarena.generators.base import Generator, rows_by_count
-from genarena.generators.diffusion import DiffusionLoss
+from genarena.generators.heads import DiffusionHead
 from genarena.generators.sampling import cosine_mask_schedule, guidance_weight
 from genarena.generators.vit import ViT
 
@@ -54,6 +55,8 @@ class MARBase(Generator):
 
     name = "mar"
     requires = "continuous"
+    order = "masked"
+    head_kind = "diffusion"
 
     def __init__(self, tokenizer, num_classes: int, positions: int, backbone: str, encoder_depth: int | None,
                  decoder_depth: int | None, buffer_size: int, diffusion_width: int | None, diffusion_depth: int,
@@ -79,7 +82,7 @@ class MARBase(Generator):
         self.dec_norm = nn.LayerNorm(c, eps=1e-6)
         self.diff_pos_embed = nn.Parameter(torch.zeros(1, n, c))
         denoiser_width = diffusion_width or c  # the denoiser scales with the backbone by default
-        self.diffloss = DiffusionLoss(self.token_dim, c, denoiser_width, diffusion_depth, diffusion_timesteps,
+        self.diffloss = DiffusionHead(self.token_dim, c, denoiser_width, diffusion_depth, diffusion_timesteps,
                                       diffusion_batch_mul, noise_schedule, diffusion_loss)
         self.init_weights()
 

@@ -28,6 +28,8 @@ from genarena.generators.sampling import guidance_weight
 class RasterMAR(MARBase):
     """Causal MAR (module docstring). ``mask_ratio_min`` belongs to the random order and is not used here."""
 
+    order = "raster"
+
     def __init__(self, tokenizer, num_classes: int, mask_ratio_min: float, buffer_size: int, **kwargs: Any) -> None:
         positions = buffer_size + tokenizer.seq_len - 1
         super().__init__(tokenizer, num_classes, positions=positions, buffer_size=buffer_size, **kwargs)

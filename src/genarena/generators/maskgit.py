@@ -36,6 +36,8 @@ from genarena.generators.sampling import (
 class MaskGIT(Generator):
     name = "maskgit"
     requires = "discrete"
+    order = "masked"
+    head_kind = "ce"
 
     def __init__(self, tokenizer, num_classes: int, label_smoothing: float, **backbone) -> None:
         super().__init__(tokenizer, num_classes, **backbone)

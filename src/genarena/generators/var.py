@@ -55,24 +55,16 @@ def scale_known(known: Tensor, side: int) -> Tensor:
 class VAR(Generator):
     name = "var"
     requires = "multiscale"
+    order = "next-scale"
+    head_kind = "ce"
 
     def __init__(self, tokenizer, num_classes: int, k_bias: bool, init: str, init_adaln: float,
                  init_adaln_gamma: float, init_head: float, **backbone) -> None:
         super().__init__(tokenizer, num_classes, **backbone)
         if init not in INITS:
             raise ValueError(f"init={init!r}; choose one of {', '.join(INITS)}")
-        self.scales = tuple(tokenizer.scales)
-        self.block_sizes = [p * p for p in self.scales]
-        self.seq_len = sum(self.block_sizes)
-        c, v = self.width, tokenizer.vocab_size
-        self.vocab_size = v
-        self.word_embed = nn.Linear(tokenizer.token_dim, c)
-        self.start_pos = nn.Parameter(torch.zeros(1, self.block_sizes[0], c))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
-        self.lvl_embed = nn.Embedding(len(self.scales), c)
-        self.register_buffer("levels", torch.cat([torch.full((n,), i) for i, n in enumerate(self.block_sizes)]),
-                             persistent=False)
-        self.register_buffer("mask", block_causal_mask(self.block_sizes), persistent=False)
+        self.vocab_size = v = tokenizer.vocab_size
+        self.build_sequence(tokenizer)
         self.transformer = self.make_transformer(k_bias=k_bias)
         self.head = self.make_head(v)
         if init == "official":
@@ -81,7 +73,26 @@ class VAR(Generator):
         self.finish_init()
         self.head.proj.weight.data.mul_(init_head)
         self.head.proj.bias.data.zero_()
-        std = (1.0 / (3 * c)) ** 0.5
+        self.init_positions()
+
+    def build_sequence(self, tokenizer) -> None:
+        """The next-scale sequence of ``tokenizer.scales``: input projection ``word_embed``, start, position and level
+        embeddings and the block-causal mask (shared with :class:`~genarena.generators.var_diffusion.VARDiffusion`)."""
+        c = self.width
+        self.scales = tuple(tokenizer.scales)
+        self.block_sizes = [p * p for p in self.scales]
+        self.seq_len = sum(self.block_sizes)
+        self.word_embed = nn.Linear(tokenizer.token_dim, c)
+        self.start_pos = nn.Parameter(torch.zeros(1, self.block_sizes[0], c))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
+        self.lvl_embed = nn.Embedding(len(self.scales), c)
+        self.register_buffer("levels", torch.cat([torch.full((n,), i) for i, n in enumerate(self.block_sizes)]),
+                             persistent=False)
+        self.register_buffer("mask", block_causal_mask(self.block_sizes), persistent=False)
+
+    def init_positions(self) -> None:
+        """The shared init of the start and position embeddings: trunc-normal, ``std = sqrt(1 / 3C)``."""
+        std = (1.0 / (3 * self.width)) ** 0.5
         for p in (self.start_pos, self.pos_embed):
             nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
 
