@@ -115,7 +115,7 @@ def grid_table(rows: list[dict[str, Any]], key: str, spec: str) -> list[str]:
             several = (r.get("seeds") or 1) > 1
             text = fmt(r.get(key), spec, r.get(f"{key}_std") if several else None)
             if key == "params_non_embedding":
-                text += f" ({r.get('width')})"
+                text += f" ({fmt(r.get('width'), '{}')})"
             elif key == "sample_s_per_image":
                 text += f" ({fmt(r.get('sampling_steps'), '{:.0f}')} steps)"
             cells.append(f"{text} `{r['paradigm']}`")
@@ -155,16 +155,17 @@ def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[s
     write_results(out, rows, refs, meta)
     extractor, n = meta["extractor"], meta["num_samples"]
     targets = sorted({r["match_params"] for r in rows if r.get("match_params")})
-    budget = sorted({(r.get("steps"), r.get("images_seen")) for r in rows}, key=str)
+    budget = sorted({(fmt(r.get("steps"), "{}"), fmt(r.get("images_seen"), "{:,}")) for r in rows}, key=str)
     lines = [
         f"# The order x head matrix: {meta['name']}", "",
         "Three generation orders (raster, masked, next-scale) x two per-token heads (cross-entropy on VQ indices, "
         f"MAR's diffusion head on continuous tokens), on one backbone, trained on `{meta['data']}` "
         f"(`{meta['runs']}`).", "",
         f"- Equal non-embedding parameters: each cell's width is the one closest to "
-        f"{', '.join(f'{t:,}' for t in targets) or 'the configured width (match_params not set)'} "
+        f"{', '.join(fmt(t, '{:,}') for t in targets) or 'the configured width (match_params not set)'} "
         "(`match_params`); the counts are in the tables.",
-        f"- Equal training budget: (steps, images seen) = {', '.join(map(str, budget))} for every cell.",
+        "- Equal training budget: (steps, images seen) = "
+        f"{', '.join(f'({a}, {b})' for a, b in budget)} for every cell.",
         f"- Every FID / IS / precision / recall: **N = {n}** images vs the real `{meta['split']}` split "
         f"({meta['n_real']} images), **{extractor}** features{meta['extractor_note']}.",
         f"- Class accuracy: the domain classifier's label agrees with the requested class (its real validation "
@@ -173,7 +174,7 @@ def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[s
         f"paper's), its {meta['checkpoint']} checkpoint, batch {meta['batch_size']}, on {meta['device']}; sampling "
         "steps count sequential network passes (a diffusion head adds its reverse chain to each).",
         f"- Command: `{meta['command']}`; hardware: {meta['hardware']}; {meta['total_min']:.1f} min.",
-        seeds_line(meta), "",
+        seeds_line(meta, "`genarena-train -m +sweep=matrix seed=0,1,2`, then `genarena-matrix`,"), "",
     ]
     for title, key, spec in GRIDS:
         lines += [f"## {title}", "", *grid_table(rows, key, spec), ""]
