@@ -3,6 +3,7 @@ override only runtime knobs: model size (tiny models), sampling steps, budgets, 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -49,6 +50,22 @@ VQ_CFG, MSVQ_CFG, KL_CFG = TOKENIZER_CFGS["vq"], TOKENIZER_CFGS["msvq"], TOKENIZ
 GENERATOR_CFGS = {name: to_dict(compose_cfg(tiny_generator_overrides(name)).generator) for name in GENERATORS}
 SAMPLING = {name: cfg["sampling"] for name, cfg in GENERATOR_CFGS.items()}
 TOKENIZER_OF = {name: tokenizer_for(name) for name in GENERATORS}
+
+
+def _all_loggers() -> list[logging.Logger]:
+    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    return [logging.getLogger(), *named]
+
+
+@pytest.fixture(autouse=True)
+def _drop_handlers_added_by_the_test():
+    """In-process Hydra apps install log handlers on the test's captured stdout, which pytest closes after the
+    test; later records would then fail with 'I/O operation on closed file'. Remove what a test added."""
+    before = {id(lg): set(lg.handlers) for lg in _all_loggers()}
+    yield
+    for lg in _all_loggers():
+        for handler in [h for h in lg.handlers if h not in before.get(id(lg), set())]:
+            lg.removeHandler(handler)
 
 
 @pytest.fixture

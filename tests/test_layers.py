@@ -123,7 +123,8 @@ def test_packages_import_only_lower_layers(package):
 
 @pytest.mark.parametrize("command, args", [
     ("train", ["--help"]), ("train", ["--cfg", "job", "task=generator", "generator=mar"]),
-    ("sample", ["--help"]), ("eval", ["--help"]), ("compare", ["--help"]), ("compare", ["--cfg", "job"]),
+    ("sample", ["--help"]), ("edit", ["--help"]), ("eval", ["--help"]), ("compare", ["--help"]),
+    ("compare", ["--cfg", "job"]),
     ("import", ["--help"]), ("import", ["--cfg", "job", "model=var"]), ("matrix", ["--help"]),
     ("matrix", ["--cfg", "job"]), ("train", ["--cfg", "job", "+sweep=matrix"]),
 ])

@@ -394,6 +394,26 @@ class SampleCommandConfig:
 
 
 @dataclass
+class EditCommandConfig:
+    """``conf/edit.yaml``: ``genarena-edit`` (zero-shot in-painting, out-painting and relabelling)."""
+
+    ckpt: str = MISSING  # generator run directory or checkpoint file
+    images: str = MISSING  # val (the run's validation split, class-balanced) | an .npz | a folder of PNGs
+    n: int = MISSING  # images to edit
+    mask: str = MISSING  # the region to generate: center | left | right | top | bottom | box:x0,y0,x1,y1 | a PNG
+    relabel: int | None = None  # None: each image's own label; a class id: every masked region under that class
+    paste: bool = MISSING  # the known pixels from the original (else the decoder's, from the kept tokens)
+    seed: int = MISSING
+    out: str | None = None  # default <run dir>/edits/<mask>_seed<seed>
+    batch_size: int = MISSING
+    ema: bool = MISSING
+    checkpoint: str = MISSING  # best | last, for a run directory
+    device: str | None = None
+    allow_unsafe_load: bool = MISSING
+    sampling: Any = MISSING  # overrides of the run's generator.sampling (see SamplingOverrides)
+
+
+@dataclass
 class EvalCommandConfig(RootConfig):
     """``conf/eval.yaml``: ``genarena-eval`` (the root config plus what to evaluate)."""
 
@@ -436,6 +456,7 @@ class CompareOptions:
     grid_per_class: int = MISSING
     seed: int = MISSING  # the sampling seed of the evaluation
     seeds: list[int] = MISSING  # training seeds: every paradigm is trained and evaluated once per seed
+    edit_samples: int = MISSING  # editing table: validation images in-/out-painted per paradigm (0: off)
 
 
 @dataclass
@@ -549,6 +570,7 @@ def register_configs() -> None:
     cs.store(name="base_config", node=RootConfig)
     cs.store(name="schema_sample", node=SampleCommandConfig)
     cs.store(name="schema_eval", node=EvalCommandConfig)
+    cs.store(name="schema_edit", node=EditCommandConfig)
     cs.store(name="schema_compare", node=CompareCommandConfig)
     cs.store(name="schema_matrix", node=MatrixCommandConfig)
     cs.store(name="schema_import", node=ImportCommandConfig)

@@ -138,6 +138,21 @@ class RasterAR(Generator):
                             lambda i, logits: sample_logits(logits, temperature, top_k, top_p, generator),
                             use_cache=use_cache)
 
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None) -> Tensor:
+        """Raster decoding with each known token forced when its position is reached (it is fed back as if drawn).
+        A causal model cannot look ahead: a token is drawn from the known tokens before it in raster order only,
+        so known tokens below or right of a hole (in-painting, ``left`` / ``top`` out-painting) condition nothing
+        before them and seams there are common. Returns ``(B, L)``; known tokens equal ``tokens``."""
+        keep = self.check_known(tokens, known, labels)  # (B, L)
+
+        def choose(i: int, logits: Tensor) -> Tensor:
+            drawn = sample_logits(logits, temperature, top_k, top_p, generator)
+            return torch.where(keep[:, i], tokens[:, i], drawn)
+
+        return self._decode(labels, cfg, cfg_schedule, choose)
+
     # ------------------------------------------------------------------ cost
     def sampling_steps(self, **sampling) -> int:
         return self.seq_len

@@ -14,7 +14,9 @@ modules of :mod:`genarena.generators.heads`).
 - ``complete(tokens, known, labels, **sampling) -> tokens``: zero-shot editing (in-/out-painting). ``tokens`` are
   the edited images' tokens in the tokenizer's layout (``tokenizer.encode``), ``known (B, h, w)`` a boolean mask
   over the final token grid (True: keep). Known tokens come back exactly as given; the others are generated
-  conditioned on them and on ``labels``.
+  conditioned on them and on ``labels``. Each paradigm conditions on the known tokens as its order allows
+  (next-scale: every scale's known part is the input's; raster: a known token is forced when reached, so nothing
+  after the current position is seen; masked orders: known tokens start revealed).
 """
 
 from __future__ import annotations
@@ -139,16 +141,33 @@ class Generator(nn.Module, ABC):
     @abstractmethod
     def sampling_steps(self, **sampling: Any) -> int: ...
 
+    @abstractmethod
     def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
                  temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None,
                  **kwargs: Any) -> Tensor:
         """Tokens like ``tokens`` with ``known (B, h, w)`` positions kept exactly and the rest generated under
         ``labels`` (module docstring); sampling options as :meth:`sample`."""
-        raise NotImplementedError(f"generator {self.name!r} does not implement complete() yet")
+
+    def check_known(self, tokens: Tensor, known: Tensor, labels: Tensor) -> Tensor:
+        """``known (B, h, w)`` as a bool ``(B, h*w)`` mask in raster order on ``tokens``' device; a mask that does
+        not match the token grid or the batch is a ``ValueError`` naming both shapes."""
+        h, w = self.tokenizer.grid
+        if known.dtype != torch.bool or tuple(known.shape) != (len(tokens), h, w) or len(labels) != len(tokens):
+            raise ValueError(f"complete() needs known as a bool (B, {h}, {w}) mask over the token grid and one label "
+                             f"per image; got known {known.dtype} {tuple(known.shape)}, {len(tokens)} token rows and "
+                             f"{len(labels)} labels")
+        return known.to(tokens.device).flatten(1)
 
     @property
     def tokens_per_image(self) -> int:
         return self.tokenizer.seq_len
+
+
+def rows_by_count(mask: Tensor) -> list[Tensor]:
+    """Row indices of ``mask (B, N)`` grouped by their number of True entries (ascending count): samplers whose
+    schedules count the tokens to generate run each group on its own."""
+    counts = mask.sum(1)
+    return [(counts == c).nonzero().flatten() for c in counts.unique()]
 
 
 def accuracy(logits: Tensor, targets: Tensor) -> Tensor:

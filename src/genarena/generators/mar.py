@@ -32,7 +32,7 @@ from torch import Tensor
 
 from genarena.generators.backbone import Transformer
 from genarena.generators.backbone import init_weights as var_init
-from genarena.generators.base import Generator
+from genarena.generators.base import Generator, rows_by_count
 from genarena.generators.heads import DiffusionHead
 from genarena.generators.sampling import cosine_mask_schedule, guidance_weight
 from genarena.generators.vit import ViT
@@ -204,6 +204,46 @@ class MAR(MARBase):
                                                    generator=generator, noise=noise)
             mask = mask_next
         return tokens
+
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, steps: int, diffusion_steps: int,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Masked decoding that starts with the known tokens revealed (the encoder sees them from the first step)
+        and the unknown ones masked, revealed in a random order by the cosine schedule over the ``U`` unknown
+        tokens; guidance ramps with the revealed fraction of all ``L`` tokens, known ones included. Rows with
+        different ``U`` run as separate groups (the encoder keeps the same count per row). Tokens ``(B, L, D)``;
+        known tokens equal ``tokens``."""
+        keep = self.check_known(tokens, known, labels)
+        options = dict(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+                       steps=steps, diffusion_steps=diffusion_steps, generator=generator)
+        groups = rows_by_count(~keep)
+        if len(groups) > 1:
+            out = tokens.clone()
+            for rows in groups:
+                out[rows] = self.complete(tokens[rows], known[rows], labels[rows], **options)
+            return out
+        b, n = tokens.shape[:2]
+        n_unknown = int((~keep[0]).sum())
+        cond, doubled = self.conditioned_sample(labels, cfg)
+        out = tokens.masked_fill(~keep[..., None], 0.0)
+        mask = ~keep
+        # a random order of the unknown positions first (known ones sort last and are never reached)
+        orders = (torch.rand(b, n, generator=generator, device=tokens.device) + keep.float()).argsort(dim=1)
+        for n_after in cosine_mask_schedule(n_unknown, steps) if n_unknown else []:
+            if not mask.any():
+                continue
+            tok_in, mask_in = (torch.cat([out, out]), torch.cat([mask, mask])) if doubled else (out, mask)
+            z = self.encode_decode(tok_in, mask_in, cond)  # (B or 2B, L, C)
+            mask_next = self.mask_by_order(n_after, orders)
+            to_pred = mask & ~mask_next
+            w = guidance_weight(cfg, cfg_schedule, (n - n_after) / n) if doubled else None
+            zc = z[:b][to_pred]
+            zz = torch.cat([zc, z[b:][to_pred]]) if doubled else zc
+            out[to_pred] = self.diffloss.sample(zz, steps=diffusion_steps, temperature=temperature, cfg=w,
+                                                generator=generator)
+            mask = mask_next
+        return out
 
     # ------------------------------------------------------------------ cost
     def sampling_steps(self, *, steps: int, **_: Any) -> int:

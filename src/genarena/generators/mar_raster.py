@@ -98,6 +98,23 @@ class RasterMAR(MARBase):
         return self._raster_decode(labels, cfg, cfg_schedule, lambda i, z, w: self.diffloss.sample(
             z, steps=diffusion_steps, temperature=temperature, cfg=w, generator=generator, noise=noise))
 
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, diffusion_steps: int,
+                 generator: torch.Generator | None = None, **_: Any) -> Tensor:
+        """Raster decoding with each known token forced when reached (no diffusion chain runs at a position known in
+        every row); like raster ``ar`` it cannot look ahead at known tokens after the current position. Tokens
+        ``(B, L, D)``; known tokens equal ``tokens``."""
+        keep = self.check_known(tokens, known, labels)  # (B, L)
+
+        def draw(i: int, z: Tensor, w: float | None) -> Tensor:
+            if keep[:, i].all():
+                return tokens[:, i]
+            drawn = self.diffloss.sample(z, steps=diffusion_steps, temperature=temperature, cfg=w, generator=generator)
+            return torch.where(keep[:, i, None], tokens[:, i], drawn)
+
+        return self._raster_decode(labels, cfg, cfg_schedule, draw)
+
     def sampling_steps(self, **_: Any) -> int:
         return self.seq_len
 

@@ -33,6 +33,23 @@ from genarena.generators.base import Generator
 from genarena.generators.sampling import guidance_weight, require_sampling, sample_logits, split_guided
 
 INITS = ("shared", "official")
+# editing: a scale with at most this many tokens is taken whole from the input when any token is known (its few
+# tokens are image-wide averages that no region alone determines; VAR's in-painting does the same)
+WHOLE_SCALE_TOKENS = 3
+
+
+def scale_known(known: Tensor, side: int) -> Tensor:
+    """Which tokens of a ``side x side`` scale are kept in editing, from ``known (B, h, w)`` over the last scale:
+    those with more than half of the last-scale area under them known (the area-downsampled mask > 0.5), and the
+    whole scale when it has at most :data:`WHOLE_SCALE_TOKENS` tokens and the image has a known token.
+    Returns bool ``(B, side, side)``; the last scale (``side == h``) gives ``known`` itself."""
+    if side == known.shape[-1]:
+        return known
+    frac = F.interpolate(known[:, None].float(), size=(side, side), mode="area")[:, 0]  # (B, side, side)
+    keep = frac > 0.5
+    if side * side <= WHOLE_SCALE_TOKENS:
+        keep |= known.flatten(1).any(1)[:, None, None]
+    return keep
 
 
 class VAR(Generator):
@@ -180,6 +197,23 @@ class VAR(Generator):
                top_p: float, generator: torch.Generator | None = None) -> Tensor:
         return self._decode(labels, cfg, cfg_schedule,
                             lambda k, logits: sample_logits(logits, temperature, top_k, top_p, generator))
+
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None) -> Tensor:
+        """In-/out-painting as VAR's zero-shot editing: at every scale the known part of that scale's tokens is the
+        input's (``tokens``, the tokenizer's multi-scale encoding of the image) and the rest is sampled, so each next
+        scale is predicted from a map whose known region is the input's. ``known (B, h, w)`` is over the last scale;
+        :func:`scale_known` maps it to each scale. Returns ``(B, L)``; kept tokens equal ``tokens``."""
+        self.check_known(tokens, known, labels)
+        given = tokens.split(self.block_sizes, dim=1)
+        keep = [scale_known(known.to(tokens.device), pn).flatten(1) for pn in self.scales]  # [(B, pn^2)]
+
+        def choose(k: int, logits: Tensor) -> Tensor:
+            drawn = sample_logits(logits, temperature, top_k, top_p, generator)
+            return torch.where(keep[k], given[k], drawn)
+
+        return self._decode(labels, cfg, cfg_schedule, choose)
 
     @torch.no_grad()
     def sample_progression(self, labels: Tensor, generator: torch.Generator | None = None, **sampling) -> list[Tensor]:
