@@ -93,7 +93,7 @@ def test_var_diffusion_initial_loss_is_the_noise_variance():
 
 
 def test_var_diffusion_completion_keeps_the_known_region_at_every_scale():
-    from genarena.generators.var_diffusion import scale_known
+    from genarena.generators.var import scale_known
 
     gen, tok = tiny_generator("var_diffusion")
     gen.eval()
