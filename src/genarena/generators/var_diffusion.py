@@ -140,8 +140,9 @@ class VARDiffusion(VAR):
                  generator: torch.Generator | None = None, **_: Any) -> Tensor:
         """In-/out-painting as VAR's: at every scale the known part of that scale's tokens is the input's
         (``tokens``, the tokenizer's encoding of the image) and the rest is drawn, so each next scale is predicted from
-        a latent whose known region is the input's. ``known (B, h, w)`` is over the last scale; :func:`scale_known`
-        maps it to each scale. Returns ``(B, L, D)``; kept tokens equal ``tokens``."""
+        a latent whose known region is the input's. ``known (B, h, w)`` is over the last scale; VAR's
+        :func:`~genarena.generators.var.scale_known` maps it to each scale. Returns ``(B, L, D)``; kept tokens equal
+        ``tokens``."""
         self.check_known(tokens, known, labels)
         given = tokens.split(self.block_sizes, dim=1)
         keep = [scale_known(known.to(tokens.device), pn).flatten(1)[..., None] for pn in self.scales]  # (B, pn^2, 1)
