@@ -31,8 +31,9 @@ from genarena.tokenizers import build_tokenizer
 
 from .conftest import GENERATOR_CFGS, SAMPLING, TOKENIZER_CFGS, TOKENIZER_OF, compose_cfg, tiny_generator, token_batch
 
-PARADIGMS = [("var", {}), ("ar", {}), ("maskgit", {}), ("mar", {}), ("mar", {"order": "raster"})]
-IDS = ["var", "ar", "maskgit", "mar", "mar-raster"]
+PARADIGMS = [("var", {}), ("ar", {}), ("maskgit", {}), ("mar", {}), ("mar", {"order": "raster"}),
+             ("var_diffusion", {})]
+IDS = ["var", "ar", "maskgit", "mar", "mar-raster", "var_diffusion"]
 DATA = ["data=mnist5k", "data.resolution=16"]
 
 
@@ -48,7 +49,7 @@ def one_thread():
 def last_grid(gen, tokens: torch.Tensor) -> torch.Tensor:
     """The last-scale token map ``(B, h, w[, D])`` of any paradigm's tokens."""
     h, w = gen.tokenizer.grid
-    if gen.name == "var":
+    if gen.order == "next-scale":
         tokens = tokens[:, -h * w:]
     return tokens.reshape(len(tokens), h, w, *tokens.shape[2:])
 
@@ -73,9 +74,11 @@ def test_complete_keeps_known_tokens_exactly(paradigm, over):
     got, given = last_grid(gen, out), last_grid(gen, tokens)
     assert torch.equal(got[known], given[known])  # exactly, continuous tokens included
     assert (got[~known] != given[~known]).any()  # the hole is generated, not copied
-    if paradigm == "var":  # every scale's kept part is the input's
+    if gen.order == "next-scale":  # every scale's kept part is the input's
         for k, (o, t) in enumerate(zip(tok.split_scales(out), tok.split_scales(tokens))):
-            keep = scale_known(known, tok.scales[k])
+            pn = tok.scales[k]
+            keep = scale_known(known, pn)
+            o, t = o.reshape(len(o), pn, pn, -1), t.reshape(len(t), pn, pn, -1)  # ids (B, pn, pn), vectors (B, pn^2, D)
             assert torch.equal(o[keep], t[keep])
 
 

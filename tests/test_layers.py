@@ -125,7 +125,8 @@ def test_packages_import_only_lower_layers(package):
     ("train", ["--help"]), ("train", ["--cfg", "job", "task=generator", "generator=mar"]),
     ("sample", ["--help"]), ("edit", ["--help"]), ("eval", ["--help"]), ("compare", ["--help"]),
     ("compare", ["--cfg", "job"]),
-    ("import", ["--help"]), ("import", ["--cfg", "job", "model=var"]),
+    ("import", ["--help"]), ("import", ["--cfg", "job", "model=var"]), ("matrix", ["--help"]),
+    ("matrix", ["--cfg", "job"]), ("train", ["--cfg", "job", "+sweep=matrix"]),
 ])
 def test_commands_answer_without_importing_torch_or_lightning(command, args):
     module = {"eval": "evaluate", "import": "import_official"}.get(command, command)

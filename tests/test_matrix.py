@@ -93,7 +93,7 @@ def test_var_diffusion_initial_loss_is_the_noise_variance():
 
 
 def test_var_diffusion_completion_keeps_the_known_region_at_every_scale():
-    from genarena.generators.var_diffusion import scale_known
+    from genarena.generators.var import scale_known
 
     gen, tok = tiny_generator("var_diffusion")
     gen.eval()
@@ -272,7 +272,7 @@ def test_the_matrix_study_runs_end_to_end_on_a_tiny_config(workdir):
 
     def run(module: str, *args: str) -> None:
         proc = subprocess.run([sys.executable, "-m", module, *args], cwd=workdir, capture_output=True, text=True,
-                              timeout=1800)
+                              timeout=3600)
         assert proc.returncode == 0, proc.stderr[-4000:]
 
     tiny = ["data=synthetic", "data.num_images=200", "trainer.enable_progress_bar=false", "log.sample_every_n_steps=0",
@@ -293,3 +293,24 @@ def test_the_matrix_study_runs_end_to_end_on_a_tiny_config(workdir):
         assert r["paradigm"] == CELLS[order, head][0] and r["fid"] >= 0 and 0 <= r["class_acc"] <= 1
         assert abs(r["params_non_embedding"] - 300_000) / 300_000 < 0.1 and r["steps"] == 2
     assert (out / "samples.png").is_file() and (out / "frontier.png").is_file()
+
+
+def test_an_existing_run_of_an_alias_cell_is_recognised_before_hydra_writes_into_it(tmp_path):
+    """``hydra.run.dir=<run>`` of a run started as ``generator=ar generator.head=diffusion``: the start-up check
+    compares the config the job will run (the cell's paradigm), so the same command is not refused."""
+    from omegaconf import OmegaConf
+
+    from genarena.cli.app import StartupChecks
+    from genarena.config import compose
+    from genarena.runs import config_fingerprint, write_metrics
+
+    overrides = ["task=generator", "generator=ar", "generator.head=diffusion", "tokenizer.ckpt=x.ckpt",
+                 f"hydra.run.dir={tmp_path / 'run'}"]
+    config = compose("config", overrides, return_hydra_config=True)
+    job = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    resolve_head(job)
+    write_metrics(tmp_path / "run", {"config_fingerprint": config_fingerprint(job), "status": "finished"})
+    StartupChecks._check(config, "hydra.run.dir")  # the same config: no error
+    other = compose("config", [*overrides, "generator.depth=3"], return_hydra_config=True)
+    with pytest.raises(SystemExit):
+        StartupChecks._check(other, "hydra.run.dir")

@@ -98,19 +98,20 @@ class RasterAR(Generator):
         """Token-by-token decoding; ``choose(i, guided_logits (B, V))`` returns token i ``(B,)``."""
         all_labels, doubled = self.guidance_labels(labels, cfg)
         cond = self.class_embed(all_labels)
+        mods, head_mod = self.transformer.modulations(cond), self.head.modulation(cond)  # once: the class is fixed
         prefix = cond[:, None]  # (B', 1, C)
         out = torch.empty(labels.shape[0], self.seq_len, dtype=torch.long, device=labels.device)
         if use_cache:
-            self.transformer.start_cache()
+            self.transformer.start_cache(self.seq_len)
         try:
             x = prefix
             for i in range(self.seq_len):
                 start = i if use_cache else 0
                 xi, rope = self._positions(x, start)
                 mask = None if use_cache else self.mask[: x.shape[1], : x.shape[1]]
-                h = self.transformer(xi, cond, mask=mask, rope=rope)[:, -1]
+                h = self.transformer(xi, cond, mask=mask, rope=rope, mods=mods)[:, -1]
                 w = guidance_weight(cfg, cfg_schedule, i / max(1, self.seq_len - 1)) if doubled else None
-                tok = choose(i, split_guided(self.head(h[:, None], cond)[:, 0], w))
+                tok = choose(i, split_guided(self.head(h[:, None], cond, head_mod)[:, 0], w))
                 out[:, i] = tok
                 emb = self.token_embed(torch.cat([tok, tok]) if doubled else tok)[:, None]
                 x = emb if use_cache else torch.cat([x, emb], dim=1)

@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from genarena.config import check_choice, compose, to_dict
 from genarena.errors import ConfigError
-from genarena.generators import VARIANTS, generator_class
+from genarena.generators import VARIANTS, build_generator, generator_class
 from genarena.generators.heads import HEADS
+from genarena.tokenizers import load_tokenizer
 
 log = logging.getLogger("genarena")
 
@@ -112,8 +113,6 @@ def width_step(generator_cfg: dict[str, Any], heads: int) -> int:
 
 def non_embedding_params(generator_cfg: dict[str, Any], tokenizer: Any, width: int, heads: int) -> int:
     """Non-embedding parameters of the generator ``generator_cfg`` builds at ``width``."""
-    from genarena.generators import build_generator
-
     return build_generator({**generator_cfg, "width": width, "heads": heads}, tokenizer, 1).num_params(
         non_embedding=True)
 
@@ -149,8 +148,6 @@ def apply_match_params(cfg: DictConfig) -> int | None:
     target = cfg.get("match_params")
     if not target:
         return None
-    from genarena.tokenizers import load_tokenizer
-
     if cfg.generator.width is not None:
         raise ConfigError(f"match_params={target} chooses generator.width, but generator.width={cfg.generator.width} "
                           "is set too; give one of them")

@@ -180,11 +180,13 @@ class MAR(MARBase):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, labels: Tensor, *, cfg: float, cfg_schedule: str, temperature: float, top_k: int, top_p: float,
-               steps: int, diffusion_steps: int, generator: torch.Generator | None = None,
-               orders: Tensor | None = None, noise: Iterator[Tensor] | None = None) -> Tensor:
+               steps: int, diffusion_steps: int, sampler: str = "ddpm", eta: float = 0.0,
+               generator: torch.Generator | None = None, orders: Tensor | None = None,
+               noise: Iterator[Tensor] | None = None) -> Tensor:
         """Tokens ``(B, L, D)``. ``top_k`` / ``top_p`` do not apply to continuous tokens and are ignored.
-        ``orders (B, L)`` fixes the decoding order and ``noise`` replays recorded diffusion noise (see
-        :meth:`DiffusionLoss.sample`); by default both are drawn from ``generator``."""
+        ``sampler`` / ``eta``: the diffusion sampler (:meth:`DiffusionLoss.sample`; the defaults, the paper's
+        DDPM, serve checkpoints written before these options existed). ``orders (B, L)`` fixes the decoding order
+        and ``noise`` replays recorded diffusion noise; by default both are drawn from ``generator``."""
         b, n = labels.shape[0], self.seq_len
         cond, doubled = self.conditioned_sample(labels, cfg)
         tokens = torch.zeros(b, n, self.token_dim, device=labels.device)
@@ -201,7 +203,7 @@ class MAR(MARBase):
             zc = z[:b][to_pred]
             zz = torch.cat([zc, z[b:][to_pred]]) if doubled else zc
             tokens[to_pred] = self.diffloss.sample(zz, steps=diffusion_steps, temperature=temperature, cfg=w,
-                                                   generator=generator, noise=noise)
+                                                   sampler=sampler, eta=eta, generator=generator, noise=noise)
             mask = mask_next
         return tokens
 

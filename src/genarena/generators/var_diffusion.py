@@ -25,29 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genarena.generators.base import Generator
 from genarena.generators.heads import AdaLNNorm, DiffusionHead
 from genarena.generators.sampling import guidance_weight, require_sampling
-from genarena.generators.var import VAR
-
-# editing: a scale with at most this many tokens is taken whole from the input when any token is known (its few
-# tokens are image-wide averages that no region alone determines), as for VAR
-WHOLE_SCALE_TOKENS = 3
-
-
-def scale_known(known: Tensor, side: int) -> Tensor:
-    """Which tokens of a ``side x side`` scale are kept in editing, from ``known (B, h, w)`` over the last scale: those
-    with more than half of their area known, and every token of a scale of at most :data:`WHOLE_SCALE_TOKENS` when
-    any token is known. Bool ``(B, side, side)``; the last scale gives ``known`` itself."""
-    if side == known.shape[-1]:
-        return known
-    keep = F.interpolate(known[:, None].float(), size=(side, side), mode="area")[:, 0] > 0.5
-    if side * side <= WHOLE_SCALE_TOKENS:
-        keep |= known.flatten(1).any(1)[:, None, None]
-    return keep
+from genarena.generators.var import VAR, scale_known
 
 
 class VARDiffusion(VAR):
@@ -157,13 +140,10 @@ class VARDiffusion(VAR):
                  generator: torch.Generator | None = None, **_: Any) -> Tensor:
         """In-/out-painting as VAR's: at every scale the known part of that scale's tokens is the input's
         (``tokens``, the tokenizer's encoding of the image) and the rest is drawn, so each next scale is predicted from
-        a latent whose known region is the input's. ``known (B, h, w)`` is over the last scale; :func:`scale_known`
-        maps it to each scale. Returns ``(B, L, D)``; kept tokens equal ``tokens``."""
-        h, w_ = self.tokenizer.grid
-        if known.dtype != torch.bool or tuple(known.shape) != (len(tokens), h, w_) or len(labels) != len(tokens):
-            raise ValueError(f"complete() needs known as a bool (B, {h}, {w_}) mask over the token grid and one label "
-                             f"per image; got known {known.dtype} {tuple(known.shape)}, {len(tokens)} token rows and "
-                             f"{len(labels)} labels")
+        a latent whose known region is the input's. ``known (B, h, w)`` is over the last scale; VAR's
+        :func:`~genarena.generators.var.scale_known` maps it to each scale. Returns ``(B, L, D)``; kept tokens equal
+        ``tokens``."""
+        self.check_known(tokens, known, labels)
         given = tokens.split(self.block_sizes, dim=1)
         keep = [scale_known(known.to(tokens.device), pn).flatten(1)[..., None] for pn in self.scales]  # (B, pn^2, 1)
 
