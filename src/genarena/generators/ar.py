@@ -161,9 +161,13 @@ class RasterAR(Generator):
     def flops_per_image(self, train: bool, *, cfg: float | None = None, **sampling) -> float:
         c, v, L = self.width, self.vocab_size, self.seq_len
         head_per_token = 2 * c * v
-        head_adaln = 4 * c * c if self.backbone == "shared" else 0  # per sequence (train) or step (sampling)
+        head_adaln = 4 * c * c if self.backbone == "shared" else 0  # once per sequence (train) or sampling call
         if train:
             return 3 * (self.transformer.flops(L) + L * head_per_token + head_adaln)
         require_sampling(cfg=cfg)
-        total = sum(self.transformer.flops(1, i + 1) for i in range(L)) + L * (head_per_token + head_adaln)
+        if self.backbone == "shared":  # the modulations are computed once per sampling call, not per step
+            steps = sum(self.transformer.flops(1, i + 1, adaln=False) for i in range(L)) + self.transformer.flops(0)
+        else:
+            steps = sum(self.transformer.flops(1, i + 1) for i in range(L))
+        total = steps + L * head_per_token + head_adaln
         return (2 if cfg else 1) * total

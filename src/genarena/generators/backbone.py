@@ -256,14 +256,15 @@ class Transformer(nn.Module):
         return x
 
     # analytic cost --------------------------------------------------------------------------
-    def flops(self, tokens: int, keys: int | None = None) -> float:
+    def flops(self, tokens: int, keys: int | None = None, adaln: bool = True) -> float:
         """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys
-        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all)."""
+        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all). ``adaln=False``
+        leaves out the AdaLN modulations (sampling computes them once per call: ``flops(0)`` is that cost)."""
         keys = tokens if keys is None else keys
         c, hidden = self.width, int(self.width * self.mlp_ratio)
         per_token = 2 * (3 * c * c + c * c + 2 * c * hidden)  # qkv, out proj, MLP
         attention = 4 * tokens * keys * c  # q k^T and attn v
-        adaln = 2 * c * 6 * c  # once per sequence
+        adaln = 2 * c * 6 * c if adaln else 0  # once per sequence
         return self.depth * (tokens * per_token + attention + adaln)
 
 

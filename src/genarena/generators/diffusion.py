@@ -231,12 +231,19 @@ class DenoiserMLP(nn.Module):
         return self.out(torch.addcmul(shift, self.final_norm(h), 1 + scale))  # (N, out_dim)
 
     def flops(self) -> float:
-        """Forward FLOPs for one token."""
+        """Forward FLOPs for one token (timestep and condition embeddings included, as in training)."""
+        return 2 * (self.FREQ_DIM * self.width + self.width ** 2) + self.cond_flops() + self.run_flops()
+
+    def cond_flops(self) -> float:
+        """FLOPs of ``cond_embed`` for one token (the sampler computes it once per chain)."""
+        return 2 * self.cond_dim * self.width
+
+    def run_flops(self) -> float:
+        """FLOPs of :meth:`run` for one token: one reverse step of the sampler."""
         w = self.width
-        embed = 2 * (self.FREQ_DIM * w + w * w) + 2 * self.cond_dim * w + 2 * self.token_dim * w
         blocks = self.depth * 2 * (2 * w * w + 3 * w * w)
         final = 2 * (2 * w * w) + 2 * w * self.out_dim
-        return embed + blocks + final
+        return 2 * self.token_dim * w + blocks + final
 
 
 class DiffusionLoss(nn.Module):
@@ -404,4 +411,5 @@ class DiffusionLoss(nn.Module):
         return 3 * self.batch_mul * self.net.flops()
 
     def sample_flops_per_token(self, steps: int, guided: bool) -> float:
-        return (2 if guided else 1) * steps * self.net.flops()
+        # the sampler embeds the condition once per chain and the timesteps once per batch (negligible per token)
+        return (2 if guided else 1) * (self.net.cond_flops() + steps * self.net.run_flops())

@@ -106,8 +106,8 @@ class RasterMAR(MARBase):
 
     @torch.no_grad()
     def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
-                 temperature: float, top_k: int, top_p: float, diffusion_steps: int,
-                 generator: torch.Generator | None = None, **_: Any) -> Tensor:
+                 temperature: float, top_k: int, top_p: float, diffusion_steps: int, sampler: str = "ddpm",
+                 eta: float = 0.0, generator: torch.Generator | None = None, **_: Any) -> Tensor:
         """Raster decoding with each known token forced when reached (no diffusion chain runs at a position known in
         every row); like raster ``ar`` it cannot look ahead at known tokens after the current position. Tokens
         ``(B, L, D)``; known tokens equal ``tokens``."""
@@ -116,7 +116,8 @@ class RasterMAR(MARBase):
         def draw(i: int, z: Tensor, w: float | None) -> Tensor:
             if keep[:, i].all():
                 return tokens[:, i]
-            drawn = self.diffloss.sample(z, steps=diffusion_steps, temperature=temperature, cfg=w, generator=generator)
+            drawn = self.diffloss.sample(z, steps=diffusion_steps, temperature=temperature, cfg=w, sampler=sampler,
+                                         eta=eta, generator=generator)
             return torch.where(keep[:, i, None], tokens[:, i], drawn)
 
         return self._raster_decode(labels, cfg, cfg_schedule, draw)

@@ -248,10 +248,10 @@ class VAR(Generator):
             return 3 * (self.transformer.flops(L) + embed + head) + phi
         require_sampling(cfg=cfg)
         # cached: scale k's tokens attend to all tokens up to and including scale k
-        attn_total, seen = 0.0, 0
+        attn_total, seen = self.transformer.flops(0), 0  # the modulations: once per sampling call
         for n in self.block_sizes:
             seen += n
-            attn_total += self.transformer.flops(n, seen)
+            attn_total += self.transformer.flops(n, seen, adaln=False)
         phi = len(self.scales) * 2 * 9 * d * d * side * side
         mult = 2 if cfg else 1
         return mult * (attn_total + embed + head) + phi
