@@ -3,6 +3,7 @@ override only runtime knobs: model size (tiny models), sampling steps, budgets, 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -22,10 +23,13 @@ TINY_TOKENIZER = {
     "vq": ["tokenizer.ch=8", "tokenizer.z_channels=8", "tokenizer.vocab_size=32"],
     "msvq": ["tokenizer.ch=8", "tokenizer.z_channels=8", "tokenizer.vocab_size=32", "tokenizer.patch_nums=[1,2,4,8]"],
     "kl": ["tokenizer.ch=8"],
+    "mskl": ["tokenizer.ch=8", "tokenizer.patch_nums=[1,2,4,8]", "tokenizer.share_quant_resi=2"],
 }
 TINY_GENERATOR = ["generator.depth=1", "generator.width=32", "generator.heads=2"]
-TINY_PARADIGM = {"mar": ["generator.buffer_size=4", "generator.diffusion_depth=2"]}
-FAST_SAMPLING = {"mar": ["generator.sampling.steps=4", "generator.sampling.diffusion_steps=10"]}
+TINY_PARADIGM = {"mar": ["generator.buffer_size=4", "generator.diffusion_depth=2"],
+                 "var_diffusion": ["generator.diffusion_depth=2"]}
+FAST_SAMPLING = {"mar": ["generator.sampling.steps=4", "generator.sampling.diffusion_steps=10"],
+                 "var_diffusion": ["generator.sampling.diffusion_steps=10"]}
 
 
 def compose_cfg(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
@@ -46,6 +50,22 @@ VQ_CFG, MSVQ_CFG, KL_CFG = TOKENIZER_CFGS["vq"], TOKENIZER_CFGS["msvq"], TOKENIZ
 GENERATOR_CFGS = {name: to_dict(compose_cfg(tiny_generator_overrides(name)).generator) for name in GENERATORS}
 SAMPLING = {name: cfg["sampling"] for name, cfg in GENERATOR_CFGS.items()}
 TOKENIZER_OF = {name: tokenizer_for(name) for name in GENERATORS}
+
+
+def _all_loggers() -> list[logging.Logger]:
+    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    return [logging.getLogger(), *named]
+
+
+@pytest.fixture(autouse=True)
+def _drop_handlers_added_by_the_test():
+    """In-process Hydra apps install log handlers on the test's captured stdout, which pytest closes after the
+    test; later records would then fail with 'I/O operation on closed file'. Remove what a test added."""
+    before = {id(lg): set(lg.handlers) for lg in _all_loggers()}
+    yield
+    for lg in _all_loggers():
+        for handler in [h for h in lg.handlers if h not in before.get(id(lg), set())]:
+            lg.removeHandler(handler)
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ def test_tiny_comparison_writes_the_report(workdir):
             "compare.tokenizer_args.trainer.max_steps=2", "compare.generator_args.trainer.max_steps=2",
             "compare.num_samples=20", "compare.batch_size=20", "compare.name=tiny", "eval.extractor=domain",
             "compare.seeds=[0,1]", "compare.generators=[var,ar,mar]",  # every tokenizer; two seeds
+            "compare.edit_samples=8",  # the editing table on 8 validation images (of the 40)
             "logger=wandb"]  # offline, without a key: the study's W&B group is asserted from its run files
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"WANDB_MODE": "offline",
                                                                                  "HOME": str(workdir)}
@@ -92,6 +93,13 @@ def test_tiny_comparison_writes_the_report(workdir):
         assert r["eval_n"] == 20 and r["eval_extractor"] == "domain" and 0 <= r["class_acc"] <= 1
         assert r["fid"] >= 0 and r["sample_s_per_image"] > 0 and r["params"] > 0
     assert "genarena-compare 5/5" in proc.stdout  # progress shown stage by stage
+    assert "## Editing (zero-shot" in report and "| in-paint FID |" in report
+    edits = results["meta"]["editing"]
+    assert [r["paradigm"] for r in edits] == ["var", "ar", "mar"] and all(r["n"] == 8 and r["seed"] == 0 for r in edits)
+    for r in edits:
+        for task in ("inpaint", "outpaint"):
+            assert r[f"{task}_fid"] >= 0 and 0 <= r[f"{task}_class_acc"] <= 1 and r[f"{task}_known_mse"] >= 0
+    assert results["meta"]["stage_min"]["editing"] > 0
     assert_wandb_group(workdir / "runs" / "compare" / "tiny", results)
 
 
@@ -119,6 +127,8 @@ def assert_wandb_group(runs_dir, results):
     assert all(fid[r["paradigm"], r["seed"]] == pytest.approx(r["fid"]) for r in results["per_seed"])
     columns, rows = read_table(report, "references")
     assert columns[0] == "reference" and len(rows) == 4
+    columns, rows = read_table(report, "editing")
+    assert columns[:2] == ["paradigm", "in-paint FID"] and [r[0] for r in rows] == ["var", "ar", "mar"]
     for figure in ("samples", "frontier"):
         assert logged_image(report, figure).stat().st_size > 1000
 
@@ -130,3 +140,10 @@ def test_balanced_subset_spreads_over_sorted_classes():
     idx = balanced_subset(labels, 10)
     assert sorted(labels[idx].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert len(set(balanced_subset(labels, 100).tolist())) == 100
+
+
+def test_report_shows_counts_averaged_over_seeds_as_integers():
+    from genarena.comparison.report import fmt
+
+    assert fmt(656068.0, "{:,}") == "656,068" and fmt(6.0, "{}") == "6" and fmt(8.0, "{}", 0.0) == "8 ± 0"
+    assert fmt(2.5, "{:.2f}", 0.125) == "2.50 ± 0.12" and fmt(float("nan"), "{:.2f}") == "-"

@@ -328,7 +328,7 @@ def test_a_mar_checkpoint_from_before_the_sampler_option_loads_with_ddpm_and_tak
 
 @pytest.mark.parametrize("shape, small", [((3, 5, 4), (3, 1, 4)), ((6, 4), (6, 4))])
 def test_fused_modulate_and_gated_add_have_the_plain_values_and_gradients(shape, small):
-    from genarena.generators.backbone import gated_add, modulate
+    from genarena.generators.adaln import gated_add, modulate
 
     g = torch.Generator().manual_seed(0)
     x, h = (torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))

@@ -11,14 +11,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from genarena.errors import IncompatibleTokenizerError
-from genarena.generators import VAR, MaskGIT, RasterAR, build_generator
+from genarena.generators import VAR, MaskGIT, RasterAR, VARDiffusion, build_generator
 from genarena.generators.backbone import block_causal_mask, rope_2d
 from genarena.generators.diffusion import DiffusionLoss
 from genarena.generators.sampling import cosine_mask_schedule, filter_logits, guide
 
 from .conftest import GENERATOR_CFGS, SAMPLING, TOKENIZER_OF, tiny_generator, tiny_tokenizer, token_batch
 
-PARADIGMS = ["var", "ar", "maskgit", "mar"]
+PARADIGMS = ["var", "ar", "maskgit", "mar", "var_diffusion"]
 # MAR's own architecture (plain ViT, learned-variance diffusion loss), next to the shared-backbone default
 OFFICIAL_MAR = {"backbone": "vit", "diffusion_loss": "learned_sigma", "qk_norm": False, "dropout": 0.1}
 # every paradigm, plus MAR's official architecture: (name, overrides)
@@ -158,7 +158,7 @@ def test_sampling_shapes_ranges_and_determinism(name, over):
     b = gen.sample(labels, generator=torch.Generator().manual_seed(7), **SAMPLING[name])
     c = gen.sample(labels, generator=torch.Generator().manual_seed(8), **SAMPLING[name])
     assert torch.equal(a, b) and not torch.equal(a, c)
-    if tok.kind == "continuous":
+    if tok.kind in ("continuous", "multiscale_continuous"):
         assert a.shape == (3, tok.seq_len, tok.token_dim) and torch.isfinite(a).all()
     else:
         assert a.shape == (3, tok.seq_len) and a.dtype == torch.long
@@ -217,7 +217,7 @@ def test_flops_formula_matches_flop_counter(name, over, monkeypatch):
 
 @pytest.mark.parametrize("name", PARADIGMS)
 def test_a_tokenizer_of_the_wrong_kind_fails_at_start(name):
-    wrong = {"var": "vq", "ar": "msvq", "maskgit": "kl", "mar": "vq"}[name]
+    wrong = {"var": "vq", "ar": "msvq", "maskgit": "kl", "mar": "vq", "var_diffusion": "kl"}[name]
     with pytest.raises(IncompatibleTokenizerError, match=f"tokenizer={TOKENIZER_OF[name]}"):
         build_generator(GENERATOR_CFGS[name], tiny_tokenizer(wrong), 10)
 
@@ -253,7 +253,7 @@ class SplitHead(torch.nn.Module):
         super().__init__()
         self.vocab = vocab
 
-    def modulation(self, cond):
+    def modulation(self, cond):  # the real heads' precomputed AdaLN modulation; this stand-in has none
         return None
 
     def forward(self, x, cond=None, mod=None):
@@ -397,7 +397,7 @@ def test_sampling_parameters_are_required_and_come_from_the_config():
 
     from .conftest import compose_cfg
 
-    for name, cls in (("var", VAR), ("ar", RasterAR), ("maskgit", MaskGIT)):
+    for name, cls in (("var", VAR), ("ar", RasterAR), ("maskgit", MaskGIT), ("var_diffusion", VARDiffusion)):
         keys = compose_cfg([f"generator={name}"]).generator.sampling.keys()
         params = inspect.signature(cls.sample).parameters
         for key in keys:

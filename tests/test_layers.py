@@ -123,8 +123,10 @@ def test_packages_import_only_lower_layers(package):
 
 @pytest.mark.parametrize("command, args", [
     ("train", ["--help"]), ("train", ["--cfg", "job", "task=generator", "generator=mar"]),
-    ("sample", ["--help"]), ("eval", ["--help"]), ("compare", ["--help"]), ("compare", ["--cfg", "job"]),
-    ("import", ["--help"]), ("import", ["--cfg", "job", "model=var"]),
+    ("sample", ["--help"]), ("edit", ["--help"]), ("eval", ["--help"]), ("compare", ["--help"]),
+    ("compare", ["--cfg", "job"]),
+    ("import", ["--help"]), ("import", ["--cfg", "job", "model=var"]), ("matrix", ["--help"]),
+    ("matrix", ["--cfg", "job"]), ("train", ["--cfg", "job", "+sweep=matrix"]),
 ])
 def test_commands_answer_without_importing_torch_or_lightning(command, args):
     module = {"eval": "evaluate", "import": "import_official"}.get(command, command)

@@ -97,7 +97,7 @@ FAST_SWEEP = "depth"  # make test runs this one (4 jobs); make test-all runs eve
 
 @pytest.mark.parametrize("sweep", [s if s == FAST_SWEEP else pytest.param(s, marks=pytest.mark.slow) for s in SWEEPS])
 def test_sweep_presets_run_one_step_per_job(workdir, sweep):
-    for tokenizer in ("vq", "msvq", "kl"):
+    for tokenizer in ("vq", "msvq", "kl", *(["mskl"] if sweep == "matrix" else [])):  # matrix: var_diffusion's too
         run(workdir, "task=tokenizer", f"tokenizer={tokenizer}", *ONE_STEP)
     run(workdir, "-m", f"+sweep={sweep}", *ONE_STEP)
     runs = [m for m in finished(workdir / "runs") if m.get("sweep") == sweep]

@@ -104,7 +104,7 @@ class LDMNetConfig:
 
 @dataclass
 class TokenizerConfig:
-    name: str = MISSING  # vq | msvq | kl
+    name: str = MISSING  # vq | msvq | kl | mskl
     ckpt: str | None = None  # a trained tokenizer (file or run directory); generators need it
     net: str = MISSING  # genarena: small ResNet (tokenizers/nets.py) | ldm: the official tokenizers' LDM nets
     ch: int = MISSING  # base width of the conv encoder/decoder
@@ -142,6 +142,14 @@ class KLTokenizerConfig(TokenizerConfig):
     scale_factor: float | None = None  # None: measured on the training data after training
 
 
+@dataclass
+class MSKLTokenizerConfig(KLTokenizerConfig):
+    patch_nums: list[int] = MISSING  # side of each scale's token map, small to large, ending at the latent side
+    quant_resi: float = MISSING  # r in phi(h) = (1 - r) h + r conv3x3(h) on the upsampled scales; 0: no phi conv
+    share_quant_resi: int = MISSING  # number of partially shared phi convs; 0: one per upsampled scale
+    pyramid_weight: float = MISSING  # weight of the prefix loss that trains phi (partial sums approach the latent)
+
+
 # ----------------------------------------------------------------------------------- generators
 @dataclass
 class SamplingConfig:
@@ -154,7 +162,8 @@ class SamplingConfig:
 
 @dataclass
 class GeneratorConfig:
-    name: str = MISSING  # var | ar | maskgit | mar
+    name: str = MISSING  # var | ar | maskgit | mar | var_diffusion
+    head: str = MISSING  # ce | diffusion: the per-token head; the other value names the other cell of the order
     depth: int = MISSING  # the one scaling knob
     width: int | None = None  # default 64 * depth (VAR's rule)
     heads: int | None = None  # default depth (head dim 64)
@@ -219,6 +228,24 @@ class MARGeneratorConfig(GeneratorConfig):
     noise_schedule: str = MISSING  # cosine | linear
     diffusion_loss: str = MISSING  # eps (MSE on the noise) | learned_sigma (MAR's: + learned variance, VLB term)
     sampling: MARSamplingConfig = field(default_factory=MARSamplingConfig)
+
+
+@dataclass
+class VARDiffusionSamplingConfig(SamplingConfig):
+    diffusion_steps: int = MISSING  # S steps of the DDPM reverse chain per token
+
+
+@dataclass
+class VARDiffusionGeneratorConfig(GeneratorConfig):
+    k_bias: bool = MISSING  # learned bias on the attention keys (as var)
+    init: str = MISSING  # shared (the only one: init=official is VAR's, for its CE head)
+    diffusion_width: int | None = None  # the denoiser MLP's width; None: the backbone width
+    diffusion_depth: int = MISSING
+    diffusion_timesteps: int = MISSING  # training schedule length (1000)
+    diffusion_batch_mul: int = MISSING  # noise draws per token
+    noise_schedule: str = MISSING  # cosine | linear
+    diffusion_loss: str = MISSING  # eps | learned_sigma
+    sampling: VARDiffusionSamplingConfig = field(default_factory=VARDiffusionSamplingConfig)
 
 
 # ------------------------------------------------------------------------------ training & infra
@@ -324,6 +351,7 @@ class RootConfig:
     force: bool = False  # re-run a job even if an identical finished run exists
     resume: str = MISSING  # auto | never | a run directory or .ckpt to continue (genarena.training.job)
     allow_unsafe_load: bool = MISSING  # load trusted old checkpoints that need full unpickling (can run code)
+    match_params: int | None = None  # generators: the width whose non-embedding parameters come closest to this
     data: Any = MISSING
     tokenizer: Any = MISSING
     generator: Any = MISSING
@@ -364,6 +392,26 @@ class SampleCommandConfig:
     device: str | None = None  # cpu, cuda, cuda:1 ...; None: cuda when available
     format: str = MISSING  # genarena | adm (samples.npz with arr_0 uint8 N x H x W x 3 and arr_1 labels)
     allow_unsafe_load: bool = MISSING  # a trusted old checkpoint that needs full unpickling (can run code)
+    sampling: Any = MISSING  # overrides of the run's generator.sampling (see SamplingOverrides)
+
+
+@dataclass
+class EditCommandConfig:
+    """``conf/edit.yaml``: ``genarena-edit`` (zero-shot in-painting, out-painting and relabelling)."""
+
+    ckpt: str = MISSING  # generator run directory or checkpoint file
+    images: str = MISSING  # val (the run's validation split, class-balanced) | an .npz | a folder of PNGs
+    n: int = MISSING  # images to edit
+    mask: str = MISSING  # the region to generate: center | left | right | top | bottom | box:x0,y0,x1,y1 | a PNG
+    relabel: int | None = None  # None: each image's own label; a class id: every masked region under that class
+    paste: bool = MISSING  # the known pixels from the original (else the decoder's, from the kept tokens)
+    seed: int = MISSING
+    out: str | None = None  # default <run dir>/edits/<mask>_seed<seed>
+    batch_size: int = MISSING
+    ema: bool = MISSING
+    checkpoint: str = MISSING  # best | last, for a run directory
+    device: str | None = None
+    allow_unsafe_load: bool = MISSING
     sampling: Any = MISSING  # overrides of the run's generator.sampling (see SamplingOverrides)
 
 
@@ -410,6 +458,25 @@ class CompareOptions:
     grid_per_class: int = MISSING
     seed: int = MISSING  # the sampling seed of the evaluation
     seeds: list[int] = MISSING  # training seeds: every paradigm is trained and evaluated once per seed
+    edit_samples: int = MISSING  # editing table: validation images in-/out-painted per paradigm (0: off)
+
+
+@dataclass
+class MatrixOptions:
+    name: str | None = None  # the report's name; None: the data option's name
+    runs: str | None = None  # the sweep's directory; None: <paths.runs_dir>/matrix_<data> (+sweep=matrix's)
+    out: str | None = None  # report directory; None: outputs/matrix/<name> (ignored by git)
+    num_samples: int = MISSING
+    batch_size: int = MISSING
+    grid_per_class: int = MISSING
+    seed: int = MISSING  # the sampling seed of the evaluation
+
+
+@dataclass
+class MatrixCommandConfig(RootConfig):
+    """``conf/matrix.yaml``: ``genarena-matrix`` (the root config, for data and evaluation, plus its options)."""
+
+    matrix: MatrixOptions = field(default_factory=MatrixOptions)
 
 
 @dataclass
@@ -421,12 +488,14 @@ class CompareCommandConfig(RootConfig):
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"image": DataConfig, "synthetic": SyntheticDataConfig},
-    "tokenizer": {"vq": VQTokenizerConfig, "msvq": MSVQTokenizerConfig, "kl": KLTokenizerConfig},
+    "tokenizer": {"vq": VQTokenizerConfig, "msvq": MSVQTokenizerConfig, "kl": KLTokenizerConfig,
+                  "mskl": MSKLTokenizerConfig},
     "generator": {
         "var": VARGeneratorConfig,
         "ar": ARGeneratorConfig,
         "maskgit": MaskGITGeneratorConfig,
         "mar": MARGeneratorConfig,
+        "var_diffusion": VARDiffusionGeneratorConfig,
     },
 }
 
@@ -503,7 +572,9 @@ def register_configs() -> None:
     cs.store(name="base_config", node=RootConfig)
     cs.store(name="schema_sample", node=SampleCommandConfig)
     cs.store(name="schema_eval", node=EvalCommandConfig)
+    cs.store(name="schema_edit", node=EditCommandConfig)
     cs.store(name="schema_compare", node=CompareCommandConfig)
+    cs.store(name="schema_matrix", node=MatrixCommandConfig)
     cs.store(name="schema_import", node=ImportCommandConfig)
     cs.store(group="schema", name="sampling_overrides", node=SamplingOverrides)
     for group, schemas in SCHEMAS.items():
@@ -722,6 +793,23 @@ def check_generator(g: DictConfig) -> None:
     check_sampling("generator.sampling", g.sampling)
 
 
+def check_head(g: DictConfig) -> None:
+    """``generator.head`` is a head, and the paradigm's own (another head names another cell of the order x head
+    matrix: :func:`genarena.generators.cells.resolve_head` rewrites such a config before a job validates it)."""
+    from genarena.generators import VARIANTS, generator_class  # lazy: as above
+    from genarena.generators.heads import HEADS
+
+    check_choice("generator.head", g.head, HEADS)
+    if g.name in VARIANTS:
+        key, classes = VARIANTS[g.name]
+        check_choice(f"generator.{key}", g[key], tuple(classes))
+    cls, _ = generator_class(to_dict(g))
+    if g.head != cls.head_kind:
+        raise ConfigError(f"generator.head={g.head!r}: generator={g.name} has the {cls.head_kind} head; the "
+                          f"{cls.order} x {g.head} cell is another paradigm (genarena.generators.cells.CELLS), which "
+                          "genarena-train resolves before validating (genarena.generators.cells.resolve_head)")
+
+
 def check_optim(o: DictConfig) -> None:
     check_range("optim.lr", o.lr, 0, low_open=True, accepted="a learning rate > 0")
     if len(o.betas) != 2 or any(not 0 <= b < 1 for b in o.betas):
@@ -759,6 +847,8 @@ def check_trainer(t: DictConfig) -> None:
 def check_infrastructure(cfg: DictConfig) -> None:
     """Ranges of the root keys and of the optim, trainer, log and classifier groups, and the names that become paths."""
     check_seed("seed", cfg.seed)
+    _check_optional("match_params", cfg.match_params, 1, accepted="null (the configured width) or a positive number "
+                    "of non-embedding parameters")
     check_path_name("experiment_name", cfg.experiment_name)
     if cfg.sweep_name is not None:
         check_path_name("sweep_name", cfg.sweep_name)
@@ -823,6 +913,7 @@ def check_tokenizer(tok: DictConfig, resolution: int) -> None:
         from genarena.tokenizers.msvq import SCALE_NORMS  # lazy: as above
 
         check_choice("tokenizer.scale_norm", tok.scale_norm, SCALE_NORMS)
+    if tok.name in ("msvq", "mskl"):
         pn = list(tok.patch_nums)
         if not pn or pn[0] < 1 or pn != sorted(set(pn)):
             raise ConfigError(f"tokenizer.patch_nums={pn} is not accepted; positive scale sides that increase strictly")
@@ -831,9 +922,13 @@ def check_tokenizer(tok: DictConfig, resolution: int) -> None:
                               f"{grid} (data.resolution={resolution} / downsampling)")
         check_range("tokenizer.quant_resi", tok.quant_resi, 0, 1,
                      accepted="r in [0, 1] of phi(h) = (1 - r) h + r conv(h) (VAR: 0.5; 0: no phi conv)")
-        check_range("tokenizer.share_quant_resi", tok.share_quant_resi, 0, len(pn),
-                     accepted=f"0 (one phi conv per scale) up to the number of scales, {len(pn)} (VAR: 4)")
-    if tok.name == "kl":
+        phied = len(pn) if tok.name == "msvq" else len(pn) - 1  # mskl: the last (full-size) scale takes no phi
+        check_range("tokenizer.share_quant_resi", tok.share_quant_resi, 0, phied,
+                     accepted=f"0 (one phi conv per scale) up to the number of scales with a phi, {phied} (VAR: 4)")
+    if tok.name == "mskl":
+        check_range("tokenizer.pyramid_weight", tok.pyramid_weight, 0, accepted="a weight >= 0 (0: phi stays as "
+                     "initialised; the scales still sum back to the latent)")
+    if tok.name in ("kl", "mskl"):
         check_range("tokenizer.kl_weight", tok.kl_weight, 0, accepted="a weight >= 0")
         if tok.scale_factor is not None:
             check_range("tokenizer.scale_factor", tok.scale_factor, 0, low_open=True,
@@ -860,6 +955,7 @@ def validate(cfg: DictConfig) -> None:
     check_tokenizer(cfg.tokenizer, cfg.data.resolution)
     check_choice("generator.name", cfg.generator.name, tuple(GENERATORS))
     check_generator(cfg.generator)
+    check_head(cfg.generator)
     if cfg.generator.name == "var":
         from genarena.generators.var import INITS  # lazy: as above
 
@@ -876,11 +972,15 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"generator.ffn_multiple_of={cfg.generator.ffn_multiple_of} must be at least 1")
     if cfg.generator.name == "mar":
         from genarena.generators import VARIANTS  # lazy: as above
-        from genarena.generators.diffusion import DIFFUSION_LOSSES, NOISE_SCHEDULES
         from genarena.generators.mar import BACKBONES as MAR_BACKBONES
 
         check_choice("generator.order", cfg.generator.order, tuple(VARIANTS["mar"][1]))
         check_choice("generator.backbone", cfg.generator.backbone, MAR_BACKBONES)
+    if cfg.generator.name == "var_diffusion":
+        check_choice("generator.init", cfg.generator.init, ("shared",))
+    if cfg.generator.name in ("mar", "var_diffusion"):
+        from genarena.generators.diffusion import DIFFUSION_LOSSES, NOISE_SCHEDULES  # lazy: as above
+
         check_choice("generator.noise_schedule", cfg.generator.noise_schedule, NOISE_SCHEDULES)
         check_choice("generator.diffusion_loss", cfg.generator.diffusion_loss, DIFFUSION_LOSSES)
         steps, timesteps = cfg.generator.sampling.diffusion_steps, cfg.generator.diffusion_timesteps

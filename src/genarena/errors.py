@@ -17,8 +17,8 @@ class CheckpointError(GenArenaError):
     """A checkpoint that is missing, corrupt, or of the wrong kind."""
 
 
-class IncompatibleTokenizerError(GenArenaError):
-    """A generator paired with a tokenizer of a kind it cannot model."""
+class IncompatibleTokenizerError(ConfigError):
+    """A generator paired with a tokenizer of a kind it cannot model (its head or its order)."""
 
 
 class NonFiniteError(GenArenaError):

@@ -88,6 +88,11 @@ class StartupChecks(Callback):
             recorded = read_metrics(target).get("config_fingerprint") if target.is_dir() else None
             if recorded is not None and OmegaConf.select(config, "tokenizer.ckpt", default=None) != "auto":
                 job = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+                if job.get("task") == "generator":  # what the job rewrites before it fingerprints its config
+                    from genarena.generators.cells import apply_match_params, resolve_head  # lazy: torch, only here
+
+                    resolve_head(job)
+                    apply_match_params(job)
                 if config_fingerprint(job) != recorded:  # before Hydra writes its .hydra/ files into that run
                     raise ConfigError(f"{dir_key}={target} already holds a run of another config (fingerprint "
                                       f"{recorded}); it is never overwritten: choose another directory")

@@ -33,10 +33,12 @@ from genarena.comparison.plots import class_grid, save_frontier, save_sample_pan
 from genarena.comparison.report import report_tables, write_report
 from genarena.config import to_dict
 from genarena.data import ImageDataModule
+from genarena.data.sources import balanced_subset
+from genarena.editing import score_edit_tasks
 from genarena.errors import ConfigError, GenArenaError
 from genarena.evaluation import make_evaluator, score_generator
 from genarena.generators import GENERATORS, load_generator, tokenizer_for
-from genarena.generators.generate import balanced_labels, to_uint8
+from genarena.generators.generate import to_uint8
 from genarena.lit.wandb_logging import run_group
 from genarena.lit.wandb_results import log_evaluation, log_study
 from genarena.metrics.classifier import classifier_cache_path, load_classifier
@@ -101,20 +103,6 @@ def reconstruct(tokenizer, images: torch.Tensor, batch_size: int) -> torch.Tenso
     """uint8 ``(N, C, H, W)`` -> the tokenizer's uint8 reconstructions, same shape."""
     return torch.cat([to_uint8(tokenizer.decode(tokenizer.encode(x.float() / 127.5 - 1)))
                       for x in images.split(batch_size)])
-
-
-def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of ``n`` items spread evenly over the classes of ``labels (M,)`` (first ones of each class):
-    data sets are often stored sorted by class, so their first n items are not a fair sample."""
-    classes = labels.unique(sorted=True)
-    want = classes[balanced_labels(n, len(classes))]
-    picked = [(labels == c).nonzero().flatten()[: int((want == c).sum())] for c in classes.tolist()]
-    out = torch.cat(picked)
-    if len(out) < n:  # a class with too few items: fill from the rest in order
-        rest = torch.ones(len(labels), dtype=torch.bool)
-        rest[out] = False
-        out = torch.cat([out, rest.nonzero().flatten()[: n - len(out)]])
-    return out
 
 
 def train_stages(opts: DictConfig, common: list[str], runs_dir: Path, stage_min: dict[str, float]
@@ -185,21 +173,46 @@ def evaluate_paradigms(opts: DictConfig, evaluator: Evaluator, checkpoint: str,
     return rows
 
 
-def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per paradigm: the first seed's row with every numeric column replaced by its mean over seeds, plus
-    ``<column>_std`` (sample standard deviation; 0 with one seed), ``<column>_seeds`` (each seed's value) and
-    ``seeds`` (how many)."""
+def editing_rows(opts: DictConfig, evaluator: Evaluator, checkpoint: str, gen_runs: dict[tuple[str, int], Path],
+                 device: str) -> list[dict[str, Any]]:
+    """The editing table: per paradigm (its first training seed), ``compare.edit_samples`` class-balanced
+    validation images (held out from training) in-painted (``center``) and out-painted (``right``) under their own
+    labels, scored with the comparison's evaluator (FID against the real split, class accuracy), with the error on
+    the known pixels and the time per image (:func:`genarena.editing.score_edit_tasks`)."""
+    real, real_labels = evaluator.real if evaluator.split == "val" else ImageDataModule(
+        evaluator.data_cfg).real_images_uint8("val")
+    keep = balanced_subset(real_labels, min(int(opts.edit_samples), len(real)))
+    images, labels = real[keep], real_labels[keep]
+    rows = []
+    for paradigm in opts.generators:
+        seed = next((int(s) for s in opts.seeds if (paradigm, int(s)) in gen_runs), None)
+        if seed is None:
+            continue
+        generator, tokenizer, hp = load_generator(resolve_checkpoint(gen_runs[paradigm, seed], checkpoint))
+        scores = score_edit_tasks(generator, tokenizer, dict(hp["generator"]["sampling"]), images, labels, evaluator,
+                                  int(opts.seed), int(opts.batch_size), device)
+        rows.append({"paradigm": paradigm, "seed": seed, "n": len(images), **scores})
+        print(f"{paradigm} editing: in-paint FID {scores['inpaint_fid']:.2f} (class acc "
+              f"{scores['inpaint_class_acc']:.3f}), out-paint FID {scores['outpaint_fid']:.2f} (class acc "
+              f"{scores['outpaint_class_acc']:.3f})", flush=True)
+    return rows
+
+
+def over_seeds(rows: list[dict[str, Any]], key: str = "paradigm") -> list[dict[str, Any]]:
+    """One row per paradigm (per value of ``key``): the first seed's row with every numeric column replaced by its
+    mean over seeds, plus ``<column>_std`` (sample standard deviation; 0 with one seed), ``<column>_seeds`` (each
+    seed's value) and ``seeds`` (how many)."""
     out = []
-    for paradigm in dict.fromkeys(r["paradigm"] for r in rows):
-        group = [r for r in rows if r["paradigm"] == paradigm]
+    for paradigm in dict.fromkeys(r[key] for r in rows):
+        group = [r for r in rows if r[key] == paradigm]
         agg = dict(group[0], seeds=len(group), seed_list=[r["seed"] for r in group])
-        for key, value in group[0].items():
-            values = [r.get(key) for r in group]
-            if key == "seed" or isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in values):
+        for column, value in group[0].items():
+            values = [r.get(column) for r in group]
+            if column == "seed" or isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in values):
                 continue
             mean = sum(values) / len(values)
             var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-            agg[key], agg[f"{key}_std"], agg[f"{key}_seeds"] = mean, math.sqrt(var), values
+            agg[column], agg[f"{column}_std"], agg[f"{column}_seeds"] = mean, math.sqrt(var), values
         out.append(agg)
     return out
 
@@ -264,6 +277,12 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
     rows = over_seeds(per_seed)
     refs = reference_rows(cfg, opts, evaluator, tok_runs)
     stage_min["evaluation"] = (time.perf_counter() - t) / 60
+    edits: list[dict[str, Any]] = []
+    if opts.edit_samples:
+        t = time.perf_counter()
+        print(f"editing: in-/out-painting {opts.edit_samples} validation images per paradigm", flush=True)
+        edits = editing_rows(opts, evaluator, cfg.eval.checkpoint, gen_runs, device)
+        stage_min["editing"] = (time.perf_counter() - t) / 60
 
     banner(5, f"report in {out}")
     save_sample_panels(panels, out / "samples.png")
@@ -279,7 +298,7 @@ def run_comparison(cfg: DictConfig, overrides: Sequence[str], command: str = "ge
         "checkpoint": cfg.eval.checkpoint, "device": device, "generator_args": as_overrides(opts.generator_args),
         "command": command, "hardware": hardware(),
         "missing": [f"{g} seed {s}" for g in opts.generators for s in opts.seeds if (g, int(s)) not in gen_runs],
-        "seeds": [int(s) for s in opts.seeds], "per_seed": per_seed,
+        "seeds": [int(s) for s in opts.seeds], "per_seed": per_seed, "editing": edits,
         "tokenizer_runs": {k: str(v) for k, v in tok_runs.items()}, "stage_min": stage_min,
         "reused": (["domain classifier (cached)"] if classifier_cached else []) + reused,
         "total_min": (time.perf_counter() - start) / 60,
@@ -296,10 +315,11 @@ def log_report_to_wandb(cfg: DictConfig, out: Path, refs: list[dict[str, Any]], 
     """The report as a run ``report`` of the study's W&B group (job type ``compare``): the tables (one row per
     paradigm and seed; the reference rows) and the figures ``samples.png`` and ``frontier.png``."""
     lcfg = cfg.logger
-    config = {"compare": to_dict(cfg.compare), **{k: v for k, v in meta.items() if k not in ("per_seed", "stage_min")}}
+    tables_only = ("per_seed", "stage_min", "editing")
+    config = {"compare": to_dict(cfg.compare), **{k: v for k, v in meta.items() if k not in tables_only}}
     return log_study(lcfg.mode, project=lcfg.project, entity=lcfg.entity, group=run_group(cfg), name="report",
                      job_type="compare", tags=["compare", cfg.data.name, *lcfg.tags], config=config,
-                     directory=runs_dir, tables=report_tables(meta["per_seed"], refs),
+                     directory=runs_dir, tables=report_tables(meta["per_seed"], refs, meta.get("editing")),
                      images={"samples": out / "samples.png", "frontier": out / "frontier.png"},
                      summary={"num_samples": meta["num_samples"], "extractor": meta["extractor"],
                               "seeds": len(meta["seeds"]), "total_min": meta["total_min"]})

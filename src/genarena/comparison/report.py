@@ -20,6 +20,10 @@ REFERENCE_TABLE = [("reference", "paradigm", "{}"), ("FID", "fid", "{:.2f}"), ("
                    ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
                    ("class acc", "class_acc", "{:.3f}")]
 
+EDIT_TABLE = [("paradigm", "paradigm", "{}"), ("in-paint FID", "inpaint_fid", "{:.2f}"),
+              ("in-paint class acc", "inpaint_class_acc", "{:.3f}"), ("out-paint FID", "outpaint_fid", "{:.2f}"),
+              ("out-paint class acc", "outpaint_class_acc", "{:.3f}"), ("edit s/img", "outpaint_s_per_image", "{:.4f}")]
+
 
 SEED_COLUMNS = ("fid", "isc_mean", "precision", "recall", "class_acc", "val_loss")  # shown per seed
 
@@ -28,6 +32,8 @@ def fmt(value: Any, spec: str, std: Any = None) -> str:
     """``value`` formatted by ``spec``; with a standard deviation over several seeds, ``mean ± std``."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
+    if spec in ("{}", "{:,}"):  # counts (params, steps) averaged over seeds come back as floats
+        value, std = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (value, std))
     try:
         text = spec.format(value)
         return text if std is None else f"{text} ± {spec.format(std)}"
@@ -46,19 +52,23 @@ def markdown_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any
     return lines
 
 
-def report_tables(per_seed: list[dict[str, Any]], refs: list[dict[str, Any]]
-                  ) -> dict[str, tuple[list[str], list[list[Any]]]]:
+def report_tables(per_seed: list[dict[str, Any]], refs: list[dict[str, Any]],
+                  editing: list[dict[str, Any]] | None = None) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """The report's tables as (columns, rows) of raw values (None where a row has no value), for W&B:
-    ``report``, one row per paradigm and training seed with the columns of the paradigms table, and
-    ``references``."""
+    ``report``, one row per paradigm and training seed with the columns of the paradigms table,
+    ``references``, and ``editing`` when there are editing rows."""
     columns = [TABLE[0], ("seed", "seed", "{}"), *TABLE[1:], ("run", "run_dir", "{}")]
 
     def raw(v: Any) -> Any:
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
-    return {"report": ([c for c, _, _ in columns], [[raw(r.get(k)) for _, k, _ in columns] for r in per_seed]),
-            "references": ([c for c, _, _ in REFERENCE_TABLE],
-                           [[raw(r.get(k)) for _, k, _ in REFERENCE_TABLE] for r in refs])}
+    tables = {"report": ([c for c, _, _ in columns], [[raw(r.get(k)) for _, k, _ in columns] for r in per_seed]),
+              "references": ([c for c, _, _ in REFERENCE_TABLE],
+                             [[raw(r.get(k)) for _, k, _ in REFERENCE_TABLE] for r in refs])}
+    if editing:
+        tables["editing"] = ([c for c, _, _ in EDIT_TABLE],
+                             [[raw(r.get(k)) for _, k, _ in EDIT_TABLE] for r in editing])
+    return tables
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]], meta: dict[str, Any]) -> None:
@@ -76,11 +86,12 @@ def write_results(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, An
                                                   "references": refs}, indent=2, default=str))
 
 
-def seeds_line(meta: dict[str, Any]) -> str:
-    """What the table's numbers are over: one training seed, or the mean ± sample std over several."""
+def seeds_line(meta: dict[str, Any], more_seeds: str = "`compare.seeds=[0,1,2]`") -> str:
+    """What the table's numbers are over: one training seed, or the mean ± sample std over several;
+    ``more_seeds`` says how to get several."""
     seeds = meta.get("seeds") or [0]
     if len(seeds) == 1:
-        return (f"- One training seed ({seeds[0]}): no error bars; `compare.seeds=[0,1,2]` gives mean ± std over "
+        return (f"- One training seed ({seeds[0]}): no error bars; {more_seeds} gives mean ± std over "
                 "seeds, so a difference can be told from seed noise.")
     return (f"- {len(seeds)} training seeds ({', '.join(map(str, seeds))}): every paradigm row is the mean ± sample "
             "standard deviation over seeds (each seed below); reference rows do not depend on the seed.")
@@ -114,6 +125,19 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any
                   "|---|---|" + "---|" * len(SEED_COLUMNS)]
         lines += [f"| {r['paradigm']} | {r['seed']} | " + " | ".join(fmt(r.get(k), "{:.3f}") for k in SEED_COLUMNS)
                   + " |" for r in meta["per_seed"]]
+    if meta.get("editing"):
+        edits = meta["editing"]
+        lines += ["", f"## Editing (zero-shot, `compare.edit_samples`; N = {edits[0]['n']} held-out validation images)",
+                  "", f"In-painting regenerates the centre box (`mask=center`), out-painting the right half "
+                  f"(`mask=right`), each under the image's own label, with each run's default sampling config "
+                  f"and its first training seed "
+                  f"(`genarena-edit`, `Generator.complete`). FID: the completed images vs the real "
+                  f"`{meta['split']}` split ({extractor} features, N = {edits[0]['n']}: read it against the "
+                  "paradigms' own, not across sample sizes; the kept part comes from that split, so it flatters "
+                  "every row alike). Class accuracy: the domain classifier agrees with the label. Time: "
+                  "out-painting, per image. `results.json` adds the error on the kept pixels; "
+                  "`benchmarks/editing.py` sets it against the tokenizer's and scores relabelling.", "",
+                  *markdown_table(EDIT_TABLE, edits)]
     if meta["reused"]:
         lines += ["", f"Reused from earlier runs (not trained by this invocation, so its wall time leaves them out; "
                       f"a reused generator's training time is in the table): {', '.join(meta['reused'])}."]

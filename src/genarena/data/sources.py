@@ -94,6 +94,20 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
+def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of ``n`` items spread evenly over the classes of ``labels (M,)`` (first ones of each class):
+    data sets are often stored sorted by class, so their first n items are not a fair sample."""
+    classes = labels.unique(sorted=True)
+    want = classes[(torch.arange(n) * len(classes) // max(n, 1)).clamp(max=len(classes) - 1)]  # even spread
+    picked = [(labels == c).nonzero().flatten()[: int((want == c).sum())] for c in classes.tolist()]
+    out = torch.cat(picked)
+    if len(out) < n:  # a class with too few items: fill from the rest in order
+        rest = torch.ones(len(labels), dtype=torch.bool)
+        rest[out] = False
+        out = torch.cat([out, rest.nonzero().flatten()[: n - len(out)]])
+    return out
+
+
 def _array_splits(images: np.ndarray, labels: np.ndarray, cfg, class_names: list[str] | None = None) -> ImageSplits:
     """Split in-memory uint8 images ``(N, C, H, W)`` and wrap them as datasets."""
     labels = np.asarray(labels, dtype=np.int64)

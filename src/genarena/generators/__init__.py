@@ -1,4 +1,4 @@
-"""Generators: four paradigms behind one interface (``Generator``), one shared transformer."""
+"""Generators: the paradigms behind one interface (``Generator``), one shared transformer, two heads."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from genarena.generators.mar import MAR
 from genarena.generators.mar_raster import RasterMAR
 from genarena.generators.maskgit import MaskGIT
 from genarena.generators.var import VAR
+from genarena.generators.var_diffusion import VARDiffusion
 from genarena.tokenizers import Tokenizer, build_tokenizer
 
-GENERATORS: dict[str, type[Generator]] = {"var": VAR, "ar": RasterAR, "maskgit": MaskGIT, "mar": MAR}
+GENERATORS: dict[str, type[Generator]] = {"var": VAR, "ar": RasterAR, "maskgit": MaskGIT, "mar": MAR,
+                                          "var_diffusion": VARDiffusion}
 # a paradigm's variants, chosen by one of its config keys: generator=mar generator.order=raster -> RasterMAR
 VARIANTS: dict[str, tuple[str, dict[str, type[Generator]]]] = {"mar": ("order", {"random": MAR, "raster": RasterMAR})}
 
-NON_ARCHITECTURE_KEYS = ("name", "sampling")
+NON_ARCHITECTURE_KEYS = ("name", "head", "sampling")  # head: declared by the class (Generator.head_kind)
 # architecture keys added after configs were saved without them, with the value those configs were trained with
 # (so that older checkpoints keep loading); new configs always carry them (conf/generator/*.yaml)
 ADDED_KEYS: dict[str, dict[str, Any]] = {
@@ -92,5 +94,5 @@ def load_generator(path: str | Path, use_ema: bool = True, *,
     return generator, tokenizer, dict(hp, generator=gen_cfg, path=ckpt["path"], weights=weights)
 
 
-__all__ = ["GENERATORS", "VARIANTS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "RasterMAR", "build_generator",
-           "generator_class", "load_generator", "tokenizer_for"]
+__all__ = ["GENERATORS", "VARIANTS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "RasterMAR", "VARDiffusion",
+           "build_generator", "generator_class", "load_generator", "tokenizer_for"]

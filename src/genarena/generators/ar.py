@@ -32,6 +32,8 @@ POS_EMBEDS = ("rope2d", "learned")  # 2-D rotary (LlamaGen) | learned absolute p
 class RasterAR(Generator):
     name = "ar"
     requires = "discrete"
+    order = "raster"
+    head_kind = "ce"
 
     def __init__(self, tokenizer, num_classes: int, pos_embed: str, embed_dropout: float, backbone: str,
                  ffn_multiple_of: int, **shared) -> None:
@@ -137,6 +139,21 @@ class RasterAR(Generator):
                             lambda i, logits: sample_logits(logits, temperature, top_k, top_p, generator),
                             use_cache=use_cache)
 
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None) -> Tensor:
+        """Raster decoding with each known token forced when its position is reached (it is fed back as if drawn).
+        A causal model cannot look ahead: a token is drawn from the known tokens before it in raster order only,
+        so known tokens below or right of a hole (in-painting, ``left`` / ``top`` out-painting) condition nothing
+        before them and seams there are common. Returns ``(B, L)``; known tokens equal ``tokens``."""
+        keep = self.check_known(tokens, known, labels)  # (B, L)
+
+        def choose(i: int, logits: Tensor) -> Tensor:
+            drawn = sample_logits(logits, temperature, top_k, top_p, generator)
+            return torch.where(keep[:, i], tokens[:, i], drawn)
+
+        return self._decode(labels, cfg, cfg_schedule, choose)
+
     # ------------------------------------------------------------------ cost
     def sampling_steps(self, **sampling) -> int:
         return self.seq_len
@@ -144,10 +161,13 @@ class RasterAR(Generator):
     def flops_per_image(self, train: bool, *, cfg: float | None = None, **sampling) -> float:
         c, v, L = self.width, self.vocab_size, self.seq_len
         head_per_token = 2 * c * v
-        head_adaln = 4 * c * c if self.backbone == "shared" else 0  # per sequence (train) or step (sampling)
+        head_adaln = 4 * c * c if self.backbone == "shared" else 0  # once per sequence (train) or sampling call
         if train:
             return 3 * (self.transformer.flops(L) + L * head_per_token + head_adaln)
         require_sampling(cfg=cfg)
-        total = (sum(self.transformer.flops(1, i + 1, modulation=False) for i in range(L)) + L * head_per_token
-                 + self.transformer.modulation_flops() + head_adaln)  # modulations once per sampling call
+        if self.backbone == "shared":  # the modulations are computed once per sampling call, not per step
+            steps = sum(self.transformer.flops(1, i + 1, adaln=False) for i in range(L)) + self.transformer.flops(0)
+        else:
+            steps = sum(self.transformer.flops(1, i + 1) for i in range(L))
+        total = steps + L * head_per_token + head_adaln
         return (2 if cfg else 1) * total

@@ -24,6 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from genarena.generators.adaln import gated_add, modulate
+from genarena.generators.heads import CEHead
+
 
 def resolve_width(depth: int, width: int | None, heads: int | None) -> tuple[int, int]:
     """VAR's rule: width = 64 * depth and heads = depth unless set explicitly."""
@@ -60,57 +63,6 @@ def drop_labels(labels: Tensor, p: float, null_class: int, generator: torch.Gene
         return labels
     drop = torch.rand(labels.shape, device=labels.device, generator=generator) < p
     return torch.where(drop, torch.full_like(labels, null_class), labels)
-
-
-# ----------------------------------------------------------------------------------- fused AdaLN ops
-class _Modulate(torch.autograd.Function):
-    """``x (1 + scale) + shift`` in one forward op; the backward computes only the products it needs (autograd's
-    ``addcmul`` would also multiply the full-size ``x`` by its unit ``value``, and the unfused form spends a forward
-    op more)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-        gain = 1 + scale
-        ctx.save_for_backward(x, gain)
-        ctx.shapes = (scale.shape, scale.dtype, shift.shape, shift.dtype)
-        return torch.addcmul(shift, x, gain)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, gain = ctx.saved_tensors
-        scale_shape, scale_dtype, shift_shape, shift_dtype = ctx.shapes
-        gx = (grad * gain).to(x.dtype) if ctx.needs_input_grad[0] else None
-        gs = (grad * x).sum_to_size(scale_shape).to(scale_dtype) if ctx.needs_input_grad[1] else None
-        gb = grad.sum_to_size(shift_shape).to(shift_dtype) if ctx.needs_input_grad[2] else None
-        return gx, gs, gb
-
-
-class _GatedAdd(torch.autograd.Function):
-    """``x + gate h`` (a gated residual branch) in one forward op, with the backward's two products only."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, gate: Tensor, h: Tensor) -> Tensor:
-        ctx.save_for_backward(gate, h)
-        ctx.x_dtype = x.dtype
-        return torch.addcmul(x, gate, h)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        gate, h = ctx.saved_tensors
-        gx = grad.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
-        gg = (grad * h).sum_to_size(gate.shape).to(gate.dtype) if ctx.needs_input_grad[1] else None
-        gh = (grad * gate).to(h.dtype) if ctx.needs_input_grad[2] else None
-        return gx, gg, gh
-
-
-def modulate(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """AdaLN's ``x (1 + scale) + shift``; ``x (B, L, C)`` (or ``(N, C)``), ``scale`` and ``shift`` broadcast to it."""
-    return _Modulate.apply(x, scale, shift)
-
-
-def gated_add(x: Tensor, gate: Tensor, h: Tensor) -> Tensor:
-    """``x + gate h``; ``gate`` broadcasts to ``h``'s shape, which is ``x``'s."""
-    return _GatedAdd.apply(x, gate, h)
 
 
 # ----------------------------------------------------------------------------------- rotary 2-D
@@ -274,25 +226,9 @@ class Block(nn.Module):
         return gated_add(x, g2 if scale is None else g2 * scale, h)
 
 
-class AdaLNHead(nn.Module):
-    """Final AdaLN (scale, shift from the class embedding) and a linear projection ``(B, L, C) -> (B, L, out)``."""
-
-    def __init__(self, width: int, out_dim: int) -> None:
-        super().__init__()
-        self.width = width
-        self.norm = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
-        self.proj = nn.Linear(width, out_dim)
-
-    def modulation(self, cond: Tensor) -> Tensor:
-        """Scale and shift ``(B, 1, 2, C)`` of class embeddings ``cond (B, C)``."""
-        return self.ada(cond).view(-1, 1, 2, self.width)
-
-    def forward(self, x: Tensor, cond: Tensor, mod: Tensor | None = None) -> Tensor:
-        scale, shift = (self.modulation(cond) if mod is None else mod).unbind(2)
-        return self.proj(modulate(self.norm(x), scale, shift))
+# the final AdaLN + projection of the CE orders lives with the other heads (genarena.generators.heads); the old
+# name stays importable
+AdaLNHead = CEHead
 
 
 class Transformer(nn.Module):
@@ -336,20 +272,16 @@ class Transformer(nn.Module):
         return x
 
     # analytic cost --------------------------------------------------------------------------
-    def flops(self, tokens: int, keys: int | None = None, modulation: bool = True) -> float:
+    def flops(self, tokens: int, keys: int | None = None, adaln: bool = True) -> float:
         """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys
-        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all).
-        ``modulation``: with the AdaLN modulations (once per sequence; a sampling call computes them once in all,
-        :meth:`modulation_flops`)."""
+        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all). ``adaln=False``
+        leaves out the AdaLN modulations (sampling computes them once per call: ``flops(0)`` is that cost)."""
         keys = tokens if keys is None else keys
         c, hidden = self.width, int(self.width * self.mlp_ratio)
         per_token = 2 * (3 * c * c + c * c + 2 * c * hidden)  # qkv, out proj, MLP
         attention = 4 * tokens * keys * c  # q k^T and attn v
-        return self.depth * (tokens * per_token + attention) + (self.modulation_flops() if modulation else 0)
-
-    def modulation_flops(self) -> float:
-        """The AdaLN modulations of one class embedding, every block."""
-        return self.depth * 2 * self.width * 6 * self.width
+        adaln = 2 * c * 6 * c if adaln else 0  # once per sequence
+        return self.depth * (tokens * per_token + attention + adaln)
 
 
 def init_weights(module: nn.Module, width: int, depth: int) -> None:

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from genarena.generators.backbone import gated_add, modulate
+from genarena.generators.adaln import gated_add, modulate
 
 DIFFUSION_LOSSES = ("eps", "learned_sigma")
 NOISE_SCHEDULES = ("cosine", "linear")
@@ -233,16 +233,15 @@ class DenoiserMLP(nn.Module):
         return self.out(modulate(self.final_norm(h), scale, shift))  # (N, out_dim)
 
     def flops(self) -> float:
-        """Forward FLOPs for one token."""
-        w = self.width
-        return 2 * (self.FREQ_DIM * w + w * w) + self.cond_flops() + self.run_flops()
+        """Forward FLOPs for one token (timestep and condition embeddings included, as in training)."""
+        return 2 * (self.FREQ_DIM * self.width + self.width ** 2) + self.cond_flops() + self.run_flops()
 
     def cond_flops(self) -> float:
-        """``cond_embed`` of one condition (a sampling chain embeds it once)."""
+        """FLOPs of ``cond_embed`` for one token (the sampler computes it once per chain)."""
         return 2 * self.cond_dim * self.width
 
     def run_flops(self) -> float:
-        """:meth:`run` for one token: input projection, blocks (their AdaLN included) and the output layer."""
+        """FLOPs of :meth:`run` for one token: one reverse step of the sampler."""
         w = self.width
         blocks = self.depth * 2 * (2 * w * w + 3 * w * w)
         final = 2 * (2 * w * w) + 2 * w * self.out_dim
@@ -281,16 +280,21 @@ class DiffusionLoss(nn.Module):
         return self._chains[key]
 
     # ------------------------------------------------------------------ training
-    def forward(self, x0: Tensor, z: Tensor) -> dict[str, Tensor]:
+    def forward(self, x0: Tensor, z: Tensor, per_token: bool = False) -> dict[str, Tensor]:
         """Mean ``loss`` for tokens ``x0 (N, D)`` with conditions ``z (N, C)``, and its noise-prediction part ``mse``
-        (the whole loss with ``eps``; ``learned_sigma`` adds the VLB term), which compares across the two losses."""
+        (the whole loss with ``eps``; ``learned_sigma`` adds the VLB term), which compares across the two losses.
+        ``per_token`` adds ``mse_per_token (N,)`` (detached, averaged over the ``batch_mul`` draws)."""
+        n = x0.shape[0]
         if self.training:
             with torch.no_grad():
                 self.x0_bound.copy_(torch.maximum(self.x0_bound, x0.detach().abs().amax(0)))
         x0, z = x0.repeat(self.batch_mul, 1), z.repeat(self.batch_mul, 1)  # (batch_mul N, D), (batch_mul N, C)
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
         terms = self.terms(x0, z, t, torch.randn_like(x0))
-        return {"loss": terms["loss"], "mse": terms["mse"].mean()}
+        out = {"loss": terms["loss"], "mse": terms["mse"].mean()}
+        if per_token:
+            out["mse_per_token"] = terms["mse"].detach().view(self.batch_mul, n).mean(0)
+        return out
 
     def terms(self, x0: Tensor, z: Tensor, t: Tensor, eps: Tensor) -> dict[str, Tensor]:
         """Loss at given timesteps ``t (N,)`` and noise ``eps (N, D)``: ``loss`` (the mean), per token ``mse (N,)``
@@ -409,6 +413,5 @@ class DiffusionLoss(nn.Module):
         return 3 * self.batch_mul * self.net.flops()
 
     def sample_flops_per_token(self, steps: int, guided: bool) -> float:
-        """:meth:`sample`'s chain for one token: the condition embedded once, the network at every step (the
-        timestep embeddings, computed once per chain for all its tokens, are left out)."""
+        # the sampler embeds the condition once per chain and the timesteps once per batch (negligible per token)
         return (2 if guided else 1) * (self.net.cond_flops() + steps * self.net.run_flops())

@@ -4,7 +4,8 @@ An MAE-style encoder/decoder. Per batch a mask ratio is drawn from a truncated n
 least ``mask_ratio_min``); per image a random order decides which tokens are masked. The encoder sees
 ``[class buffer, unmasked tokens]`` (``buffer_size`` copies of the class embedding; the null class is MAR's learned
 "fake latent"); the decoder fills the masked positions with a learned [MASK] embedding and outputs a condition
-``z_i (C,)`` per token; the :class:`DiffusionLoss` is applied on the masked tokens::
+``z_i (C,)`` per token; the diffusion head (:class:`~genarena.generators.heads.DiffusionHead`) is applied on the
+masked tokens::
 
     x = LN(z_proj([buffer; tokens]) + pos_enc)[kept]        ->  h = LN(Encoder(x))
     y = [MASK everywhere; Linear(h) at kept] + pos_dec      ->  z = LN(Decoder(y))[buffer:] + pos_diff
@@ -31,8 +32,8 @@ from torch import Tensor
 
 from genarena.generators.backbone import Transformer
 from genarena.generators.backbone import init_weights as var_init
-from genarena.generators.base import Generator
-from genarena.generators.diffusion import DiffusionLoss
+from genarena.generators.base import Generator, rows_by_count
+from genarena.generators.heads import DiffusionHead
 from genarena.generators.sampling import cosine_mask_schedule, guidance_weight
 from genarena.generators.vit import ViT
 
@@ -54,6 +55,8 @@ class MARBase(Generator):
 
     name = "mar"
     requires = "continuous"
+    order = "masked"
+    head_kind = "diffusion"
 
     def __init__(self, tokenizer, num_classes: int, positions: int, backbone: str, encoder_depth: int | None,
                  decoder_depth: int | None, buffer_size: int, diffusion_width: int | None, diffusion_depth: int,
@@ -79,7 +82,7 @@ class MARBase(Generator):
         self.dec_norm = nn.LayerNorm(c, eps=1e-6)
         self.diff_pos_embed = nn.Parameter(torch.zeros(1, n, c))
         denoiser_width = diffusion_width or c  # the denoiser scales with the backbone by default
-        self.diffloss = DiffusionLoss(self.token_dim, c, denoiser_width, diffusion_depth, diffusion_timesteps,
+        self.diffloss = DiffusionHead(self.token_dim, c, denoiser_width, diffusion_depth, diffusion_timesteps,
                                       diffusion_batch_mul, noise_schedule, diffusion_loss)
         self.init_weights()
 
@@ -185,11 +188,23 @@ class MAR(MARBase):
         DDPM, serve checkpoints written before these options existed). ``orders (B, L)`` fixes the decoding order
         and ``noise`` replays recorded diffusion noise; by default both are drawn from ``generator``."""
         b, n = labels.shape[0], self.seq_len
-        cond, doubled = self.conditioned_sample(labels, cfg)
         tokens = torch.zeros(b, n, self.token_dim, device=labels.device)
         mask = torch.ones(b, n, dtype=torch.bool, device=labels.device)
         orders = self.random_orders(b, labels.device, generator) if orders is None else orders
-        for n_after in cosine_mask_schedule(n, steps):
+        return self.reveal(tokens, mask, orders, n, labels, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
+                           steps=steps, diffusion_steps=diffusion_steps, sampler=sampler, eta=eta, generator=generator,
+                           noise=noise)
+
+    def reveal(self, tokens: Tensor, mask: Tensor, orders: Tensor, count: int, labels: Tensor, *, cfg: float,
+               cfg_schedule: str, temperature: float, steps: int, diffusion_steps: int, sampler: str, eta: float,
+               generator: torch.Generator | None, noise: Iterator[Tensor] | None = None) -> Tensor:
+        """The masked decoding loop shared by :meth:`sample` and :meth:`complete`: ``count`` masked positions of
+        ``tokens (B, L, D)`` (``mask (B, L)`` True = masked) are revealed in ``orders (B, L)`` by the cosine schedule
+        over ``count``, each drawn by the diffusion head given the encoder-decoder's ``z``; guidance ramps with the
+        revealed fraction of all ``L`` tokens. Fills ``tokens`` in place and returns it."""
+        b, n = tokens.shape[:2]
+        cond, doubled = self.conditioned_sample(labels, cfg)
+        for n_after in cosine_mask_schedule(count, steps) if count else []:
             if not mask.any():
                 continue
             tok_in, mask_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if doubled else (tokens, mask)
@@ -203,6 +218,32 @@ class MAR(MARBase):
                                                    sampler=sampler, eta=eta, generator=generator, noise=noise)
             mask = mask_next
         return tokens
+
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, steps: int, diffusion_steps: int,
+                 sampler: str = "ddpm", eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+        """Masked decoding that starts with the known tokens revealed (the encoder sees them from the first step)
+        and the unknown ones masked, revealed in a random order by the cosine schedule over the ``U`` unknown
+        tokens; guidance ramps with the revealed fraction of all ``L`` tokens, known ones included. Rows with
+        different ``U`` run as separate groups (the encoder keeps the same count per row). Tokens ``(B, L, D)``;
+        known tokens equal ``tokens``."""
+        keep = self.check_known(tokens, known, labels)
+        options = dict(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+                       steps=steps, diffusion_steps=diffusion_steps, sampler=sampler, eta=eta, generator=generator)
+        groups = rows_by_count(~keep)
+        if len(groups) > 1:
+            out = tokens.clone()
+            for rows in groups:
+                out[rows] = self.complete(tokens[rows], known[rows], labels[rows], **options)
+            return out
+        b, n = tokens.shape[:2]
+        out = tokens.masked_fill(~keep[..., None], 0.0)
+        # a random order of the unknown positions first (known ones sort last and are never reached)
+        orders = (torch.rand(b, n, generator=generator, device=tokens.device) + keep.float()).argsort(dim=1)
+        return self.reveal(out, ~keep, orders, int((~keep[0]).sum()), labels, cfg=cfg, cfg_schedule=cfg_schedule,
+                           temperature=temperature, steps=steps, diffusion_steps=diffusion_steps, sampler=sampler,
+                           eta=eta, generator=generator)
 
     # ------------------------------------------------------------------ cost
     def sampling_steps(self, *, steps: int, **_: Any) -> int:

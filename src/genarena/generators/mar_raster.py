@@ -28,6 +28,8 @@ from genarena.generators.sampling import guidance_weight
 class RasterMAR(MARBase):
     """Causal MAR (module docstring). ``mask_ratio_min`` belongs to the random order and is not used here."""
 
+    order = "raster"
+
     def __init__(self, tokenizer, num_classes: int, mask_ratio_min: float, buffer_size: int, **kwargs: Any) -> None:
         positions = buffer_size + tokenizer.seq_len - 1
         super().__init__(tokenizer, num_classes, positions=positions, buffer_size=buffer_size, **kwargs)
@@ -102,6 +104,24 @@ class RasterMAR(MARBase):
             z, steps=diffusion_steps, temperature=temperature, cfg=w, sampler=sampler, eta=eta, generator=generator,
             noise=noise))
 
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, diffusion_steps: int, sampler: str = "ddpm",
+                 eta: float = 0.0, generator: torch.Generator | None = None, **_: Any) -> Tensor:
+        """Raster decoding with each known token forced when reached (no diffusion chain runs at a position known in
+        every row); like raster ``ar`` it cannot look ahead at known tokens after the current position. Tokens
+        ``(B, L, D)``; known tokens equal ``tokens``."""
+        keep = self.check_known(tokens, known, labels)  # (B, L)
+
+        def draw(i: int, z: Tensor, w: float | None) -> Tensor:
+            if keep[:, i].all():
+                return tokens[:, i]
+            drawn = self.diffloss.sample(z, steps=diffusion_steps, temperature=temperature, cfg=w, sampler=sampler,
+                                         eta=eta, generator=generator)
+            return torch.where(keep[:, i, None], tokens[:, i], drawn)
+
+        return self._raster_decode(labels, cfg, cfg_schedule, draw)
+
     def sampling_steps(self, **_: Any) -> int:
         return self.seq_len
 
@@ -116,9 +136,14 @@ class RasterMAR(MARBase):
             return 3 * fwd + n * self.diffloss.train_flops_per_token()
         if cfg is None or diffusion_steps is None:
             raise ValueError("sampling FLOPs need the sampling parameters cfg and diffusion_steps")
-        fwd = (enc.flops(buf, modulation=False) + dec.flops(buf, modulation=False) + 2 * buf * c * c
-               + enc.modulation_flops() + dec.modulation_flops())  # the modulations once per sampling call
+        shared = self.backbone == "shared"  # its modulations are computed once per sampling call, not per step
+
+        def stacks(tokens: int, keys: int) -> float:
+            if shared:
+                return enc.flops(tokens, keys, adaln=False) + dec.flops(tokens, keys, adaln=False)
+            return enc.flops(tokens, keys) + dec.flops(tokens, keys)
+
+        fwd = stacks(buf, buf) + 2 * buf * c * c + (enc.flops(0) + dec.flops(0) if shared else 0)
         for i in range(1, n):
-            fwd += enc.flops(1, buf + i, modulation=False) + dec.flops(1, buf + i, modulation=False) + 2 * d * c
-            fwd += 2 * c * c
+            fwd += stacks(1, buf + i) + 2 * d * c + 2 * c * c
         return (2 if cfg else 1) * fwd + n * self.diffloss.sample_flops_per_token(diffusion_steps, bool(cfg))

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genarena.generators.base import Generator
+from genarena.generators.base import Generator, rows_by_count
 from genarena.generators.sampling import (
     cosine_mask_schedule,
     guidance_weight,
@@ -36,6 +36,8 @@ from genarena.generators.sampling import (
 class MaskGIT(Generator):
     name = "maskgit"
     requires = "discrete"
+    order = "masked"
+    head_kind = "ce"
 
     def __init__(self, tokenizer, num_classes: int, label_smoothing: float, **backbone) -> None:
         super().__init__(tokenizer, num_classes, **backbone)
@@ -90,6 +92,39 @@ class MaskGIT(Generator):
             if trace is not None:
                 trace.append(tokens != self.mask_id)
         return tokens
+
+    @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, steps: int, choice_temperature: float,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Decoding that starts with the known tokens revealed and the others masked; the cosine schedule counts the
+        unknown tokens (``U`` of them: ``floor(U cos(pi/2 (t+1)/T))`` stay masked after step t), so every step reveals
+        a share of the hole, and known tokens, confident by construction, are never re-masked. Rows with different
+        ``U`` run as separate groups. Returns ``(B, N)``; known tokens equal ``tokens``."""
+        keep = self.check_known(tokens, known, labels)
+        options = dict(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+                       steps=steps, choice_temperature=choice_temperature, generator=generator)
+        groups = rows_by_count(~keep)
+        if len(groups) > 1:
+            out = tokens.clone()
+            for rows in groups:
+                out[rows] = self.complete(tokens[rows], known[rows], labels[rows], **options)
+            return out
+        n_unknown = int((~keep[0]).sum())
+        if n_unknown == 0:
+            return tokens.clone()
+        all_labels, doubled = self.guidance_labels(labels, cfg)
+        cond = self.class_embed(all_labels)
+        out = tokens.masked_fill(~keep, self.mask_id)
+        for t, n_masked_after in enumerate(cosine_mask_schedule(n_unknown, steps, float32=True)):
+            inp = torch.cat([out, out]) if doubled else out
+            w = guidance_weight(cfg, cfg_schedule, t / max(1, steps - 1)) if doubled else None
+            logits = split_guided(self(inp, cond), w)
+            sampled = sample_logits(logits, temperature, top_k, top_p, generator)
+            noise = gumbel_noise(sampled.shape, generator, out.device)
+            out = reveal_step(out, logits, sampled, noise, choice_temperature * (1 - (t + 1) / steps),
+                              n_masked_after, self.mask_id)
+        return out
 
     # ------------------------------------------------------------------ cost
     def sampling_steps(self, *, steps: int, **sampling) -> int:

@@ -33,29 +33,38 @@ from genarena.generators.base import Generator
 from genarena.generators.sampling import guidance_weight, require_sampling, sample_logits, split_guided
 
 INITS = ("shared", "official")
+# editing: a scale with at most this many tokens is taken whole from the input when any token is known (its few
+# tokens are image-wide averages that no region alone determines; VAR's in-painting does the same)
+WHOLE_SCALE_TOKENS = 3
+
+
+def scale_known(known: Tensor, side: int) -> Tensor:
+    """Which tokens of a ``side x side`` scale are kept in editing, from ``known (B, h, w)`` over the last scale:
+    those with more than half of the last-scale area under them known (the area-downsampled mask > 0.5), and the
+    whole scale when it has at most :data:`WHOLE_SCALE_TOKENS` tokens and the image has a known token.
+    Returns bool ``(B, side, side)``; the last scale (``side == h``) gives ``known`` itself."""
+    if side == known.shape[-1]:
+        return known
+    frac = F.interpolate(known[:, None].float(), size=(side, side), mode="area")[:, 0]  # (B, side, side)
+    keep = frac > 0.5
+    if side * side <= WHOLE_SCALE_TOKENS:
+        keep |= known.flatten(1).any(1)[:, None, None]
+    return keep
 
 
 class VAR(Generator):
     name = "var"
     requires = "multiscale"
+    order = "next-scale"
+    head_kind = "ce"
 
     def __init__(self, tokenizer, num_classes: int, k_bias: bool, init: str, init_adaln: float,
                  init_adaln_gamma: float, init_head: float, **backbone) -> None:
         super().__init__(tokenizer, num_classes, **backbone)
         if init not in INITS:
             raise ValueError(f"init={init!r}; choose one of {', '.join(INITS)}")
-        self.scales = tuple(tokenizer.scales)
-        self.block_sizes = [p * p for p in self.scales]
-        self.seq_len = sum(self.block_sizes)
-        c, v = self.width, tokenizer.vocab_size
-        self.vocab_size = v
-        self.word_embed = nn.Linear(tokenizer.token_dim, c)
-        self.start_pos = nn.Parameter(torch.zeros(1, self.block_sizes[0], c))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
-        self.lvl_embed = nn.Embedding(len(self.scales), c)
-        self.register_buffer("levels", torch.cat([torch.full((n,), i) for i, n in enumerate(self.block_sizes)]),
-                             persistent=False)
-        self.register_buffer("mask", block_causal_mask(self.block_sizes), persistent=False)
+        self.vocab_size = v = tokenizer.vocab_size
+        self.build_sequence(tokenizer)
         self.transformer = self.make_transformer(k_bias=k_bias)
         self.head = self.make_head(v)
         if init == "official":
@@ -64,7 +73,26 @@ class VAR(Generator):
         self.finish_init()
         self.head.proj.weight.data.mul_(init_head)
         self.head.proj.bias.data.zero_()
-        std = (1.0 / (3 * c)) ** 0.5
+        self.init_positions()
+
+    def build_sequence(self, tokenizer) -> None:
+        """The next-scale sequence of ``tokenizer.scales``: input projection ``word_embed``, start, position and level
+        embeddings and the block-causal mask (shared with :class:`~genarena.generators.var_diffusion.VARDiffusion`)."""
+        c = self.width
+        self.scales = tuple(tokenizer.scales)
+        self.block_sizes = [p * p for p in self.scales]
+        self.seq_len = sum(self.block_sizes)
+        self.word_embed = nn.Linear(tokenizer.token_dim, c)
+        self.start_pos = nn.Parameter(torch.zeros(1, self.block_sizes[0], c))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
+        self.lvl_embed = nn.Embedding(len(self.scales), c)
+        self.register_buffer("levels", torch.cat([torch.full((n,), i) for i, n in enumerate(self.block_sizes)]),
+                             persistent=False)
+        self.register_buffer("mask", block_causal_mask(self.block_sizes), persistent=False)
+
+    def init_positions(self) -> None:
+        """The shared init of the start and position embeddings: trunc-normal, ``std = sqrt(1 / 3C)``."""
+        std = (1.0 / (3 * self.width)) ** 0.5
         for p in (self.start_pos, self.pos_embed):
             nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
 
@@ -179,6 +207,23 @@ class VAR(Generator):
                             lambda k, logits: sample_logits(logits, temperature, top_k, top_p, generator))
 
     @torch.no_grad()
+    def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
+                 temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None) -> Tensor:
+        """In-/out-painting as VAR's zero-shot editing: at every scale the known part of that scale's tokens is the
+        input's (``tokens``, the tokenizer's multi-scale encoding of the image) and the rest is sampled, so each next
+        scale is predicted from a map whose known region is the input's. ``known (B, h, w)`` is over the last scale;
+        :func:`scale_known` maps it to each scale. Returns ``(B, L)``; kept tokens equal ``tokens``."""
+        self.check_known(tokens, known, labels)
+        given = tokens.split(self.block_sizes, dim=1)
+        keep = [scale_known(known.to(tokens.device), pn).flatten(1) for pn in self.scales]  # [(B, pn^2)]
+
+        def choose(k: int, logits: Tensor) -> Tensor:
+            drawn = sample_logits(logits, temperature, top_k, top_p, generator)
+            return torch.where(keep[k], given[k], drawn)
+
+        return self._decode(labels, cfg, cfg_schedule, choose)
+
+    @torch.no_grad()
     def sample_progression(self, labels: Tensor, generator: torch.Generator | None = None, **sampling) -> list[Tensor]:
         """Samples decoded after 1, 2, ..., K scales (coarse to fine), each ``(B, C, H, W)``."""
         return self.tokenizer.decode_progression(self.sample(labels, generator=generator, **sampling))
@@ -203,11 +248,10 @@ class VAR(Generator):
             return 3 * (self.transformer.flops(L) + embed + head) + phi
         require_sampling(cfg=cfg)
         # cached: scale k's tokens attend to all tokens up to and including scale k
-        attn_total, seen = 0.0, 0
+        attn_total, seen = self.transformer.flops(0), 0  # the modulations: once per sampling call
         for n in self.block_sizes:
             seen += n
-            attn_total += self.transformer.flops(n, seen, modulation=False)
-        attn_total += self.transformer.modulation_flops()  # once per sampling call
+            attn_total += self.transformer.flops(n, seen, adaln=False)
         phi = len(self.scales) * 2 * 9 * d * d * side * side
         mult = 2 if cfg else 1
         return mult * (attn_total + embed + head) + phi

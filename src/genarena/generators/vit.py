@@ -85,14 +85,10 @@ class ViT(nn.Module):
             x = block(x, mask, self.caches[i] if self.caches is not None else None)
         return x
 
-    def flops(self, tokens: int, keys: int | None = None, modulation: bool = True) -> float:
+    def flops(self, tokens: int, keys: int | None = None) -> float:
         """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys (default:
         ``tokens``), for one sequence."""
         keys = tokens if keys is None else keys
         c, hidden = self.width, int(self.width * self.mlp_ratio)
         per_token = 2 * (3 * c * c + c * c + 2 * c * hidden)  # qkv, out proj, MLP
         return self.depth * (tokens * per_token + 4 * tokens * keys * c)
-
-    def modulation_flops(self) -> float:
-        """No AdaLN (the shared backbone's interface; ``flops``' ``modulation`` is accepted for it)."""
-        return 0.0

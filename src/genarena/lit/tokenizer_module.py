@@ -112,7 +112,7 @@ class TokenizerModule(L.LightningModule):
             logs["train/restarted_codes"] = float(codebook.restart_dead_codes(aux["restart_candidates"]))
             for k in range(codebook.usage.shape[0]):
                 logs[f"train/live_codes_s{k}"] = (codebook.usage[k] >= codebook.dead_code_threshold).float().mean()
-        for key in ("vq_loss", "entropy_loss", "kl"):
+        for key in ("vq_loss", "entropy_loss", "kl", "pyramid_loss"):
             if key in aux:
                 logs[f"train/{key}"] = aux[key]
         logs["train/loss"] = loss.detach()

@@ -39,8 +39,10 @@ from genarena.scaling.fit import (
 
 log = logging.getLogger(__name__)
 
-PARADIGM_COLORS = {"var": "#1f77b4", "ar": "#ff7f0e", "maskgit": "#2ca02c", "mar": "#d62728"}
-PARADIGM_NAMES = {"var": "VAR", "ar": "AR (raster)", "maskgit": "MaskGIT", "mar": "MAR"}
+PARADIGM_COLORS = {"var": "#1f77b4", "ar": "#ff7f0e", "maskgit": "#2ca02c", "mar": "#d62728",
+                   "var_diffusion": "#9467bd"}
+PARADIGM_NAMES = {"var": "VAR", "ar": "AR (raster)", "maskgit": "MaskGIT", "mar": "MAR",
+                  "var_diffusion": "VAR + diffusion head"}
 OTHER_COLOR = "#7f7f7f"
 PARADIGM_ORDER = tuple(PARADIGM_COLORS)
 

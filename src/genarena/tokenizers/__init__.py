@@ -1,4 +1,4 @@
-"""Tokenizers: one interface (``Tokenizer``), three kinds (``vq``, ``msvq``, ``kl``)."""
+"""Tokenizers: one interface (``Tokenizer``), four kinds (``vq``, ``msvq``, ``kl``, ``mskl``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from genarena.checkpoints import read_checkpoint, sub_state_dict
 from genarena.errors import CheckpointError, ConfigError
 from genarena.tokenizers.base import KINDS, Tokenizer
 from genarena.tokenizers.kl import KLTokenizer
+from genarena.tokenizers.mskl import MSKLTokenizer
 from genarena.tokenizers.msvq import MSVQTokenizer, MultiScaleResidualQuantizer
 from genarena.tokenizers.vq import VQTokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {"vq": VQTokenizer, "msvq": MSVQTokenizer, "kl": KLTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {"vq": VQTokenizer, "msvq": MSVQTokenizer, "kl": KLTokenizer,
+                                          "mskl": MSKLTokenizer}
 
 # config keys that configure training, not the network
 TRAINING_KEYS = ("name", "ckpt", "recon_loss", "perceptual", "discriminator")
@@ -45,5 +47,5 @@ def load_tokenizer(path: str | Path, *, allow_unsafe: bool = False) -> tuple[Tok
     return tok, hp
 
 
-__all__ = ["KINDS", "TOKENIZERS", "Tokenizer", "VQTokenizer", "MSVQTokenizer", "KLTokenizer",
+__all__ = ["KINDS", "TOKENIZERS", "Tokenizer", "VQTokenizer", "MSVQTokenizer", "KLTokenizer", "MSKLTokenizer",
            "MultiScaleResidualQuantizer", "build_tokenizer", "load_tokenizer"]

@@ -6,6 +6,8 @@ Token layouts (what ``encode`` returns and ``decode`` takes):
 - ``multiscale`` (``msvq``): LongTensor ``(B, sum_k pn_k^2)``, scales concatenated small to large,
   each in raster order.
 - ``continuous`` (``kl``):   FloatTensor ``(B, h*w, token_dim)``, about unit variance.
+- ``multiscale_continuous`` (``mskl``): FloatTensor ``(B, sum_k pn_k^2, token_dim)``, the residual of every scale
+  (each about unit variance) concatenated small to large, each in raster order.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from genarena.tokenizers import ldm as ldm_nets
 from genarena.tokenizers import nets
 from genarena.tokenizers.codebook import Codebook
 
-KINDS = ("discrete", "multiscale", "continuous")
+KINDS = ("discrete", "multiscale", "continuous", "multiscale_continuous")
 NETS = ("genarena", "ldm")
 
 

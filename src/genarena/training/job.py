@@ -44,6 +44,7 @@ from genarena.checkpoints import checkpoint_step, load_file, newest_resume_check
 from genarena.config import RESUME_MODES, unique_suffix, validate
 from genarena.errors import ConfigError
 from genarena.generators import tokenizer_for
+from genarena.generators.cells import apply_match_params, resolve_head
 from genarena.lit.loggers import build_logger, find_wandb_run_id, finish_wandb, wandb_run_id, write_summary
 from genarena.lit.resume import TrainingState
 from genarena.lit.wandb_results import log_checkpoints
@@ -380,10 +381,14 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]
 
 
 def _run_job(cfg: DictConfig, fresh: Path, hydra_dir: bool) -> dict[str, Any]:
+    if cfg.task == "generator":
+        resolve_head(cfg)  # generator=<order> generator.head=<head>: the paradigm of that cell
     check_startup(cfg)
     check_strategy(cfg.trainer)
     check_resume_value(cfg.resume)
     resolve_auto_tokenizer(cfg)
+    if cfg.task == "generator":
+        apply_match_params(cfg)  # match_params=N: the width with about N non-embedding parameters (config.yaml has it)
     fingerprint = config_fingerprint(cfg)
     if not cfg.force:
         done = find_finished_run(Path(cfg.paths.runs_dir) / cfg.experiment_name, fingerprint)

@@ -68,7 +68,7 @@ def train_generator(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | Non
     (parameters, FLOPs, tokens seen, losses, time)."""
     tokenizer, tok_hp = load_tokenizer(cfg.tokenizer.ckpt, allow_unsafe=cfg.allow_unsafe_load)
     paradigm, _ = generator_class(to_dict(cfg.generator))
-    check_tokenizer_kind(cfg.generator.name, paradigm.requires, tokenizer)  # before any token is encoded
+    check_tokenizer_kind(cfg.generator.name, paradigm.requires, tokenizer, paradigm.head_kind)  # before encoding
     check_tokenizer_matches_data(tok_hp, cfg.data)
     dm = TokenDataModule(cfg.data, tokenizer, tok_hp["path"], cfg.paths.cache_dir, cfg.seed)
     dm.setup()
@@ -90,9 +90,11 @@ def train_generator(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | Non
     gen, sampling = module.generator, module.sampling
     images_seen = trainer.global_step * images_per_step
     out: dict[str, Any] = {
-        "paradigm": gen.name, "tokenizer": tok_hp["tokenizer"]["name"], "tokenizer_ckpt": tok_hp["path"],
+        "paradigm": gen.name, "order": gen.order, "head": gen.head_kind, "cell": f"{gen.order}-{gen.head_kind}",
+        "tokenizer": tok_hp["tokenizer"]["name"], "tokenizer_ckpt": tok_hp["path"],
         "depth": gen.depth, "width": gen.width, "heads": gen.heads,
         "params": gen.num_params(), "params_non_embedding": gen.num_params(non_embedding=True),
+        "match_params": cfg.get("match_params"),
         "tokens_per_image": gen.tokens_per_image, "sampling_steps": gen.sampling_steps(**sampling),
         "flops_train_per_image": gen.flops_per_image(True),
         "flops_sample_per_image": gen.flops_per_image(False, **sampling),
