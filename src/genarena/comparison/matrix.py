@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from genarena.checkpoints import resolve_checkpoint
 from genarena.comparison.pipeline import hardware, over_seeds, reference_rows
 from genarena.comparison.plots import class_grid, save_frontier, save_sample_panels
-from genarena.comparison.report import REFERENCE_TABLE, fmt, markdown_table, seeds_line, write_results
+from genarena.comparison.report import REFERENCE_TABLE, fmt, markdown_table, write_results
 from genarena.errors import GenArenaError
 from genarena.evaluation import make_evaluator, score_generator
 from genarena.generators import load_generator
@@ -115,7 +115,7 @@ def grid_table(rows: list[dict[str, Any]], key: str, spec: str) -> list[str]:
             several = (r.get("seeds") or 1) > 1
             text = fmt(r.get(key), spec, r.get(f"{key}_std") if several else None)
             if key == "params_non_embedding":
-                text += f" ({r.get('width')})"
+                text += f" ({fmt(r.get('width'), '{:.0f}')})"
             elif key == "sample_s_per_image":
                 text += f" ({fmt(r.get('sampling_steps'), '{:.0f}')} steps)"
             cells.append(f"{text} `{r['paradigm']}`")
@@ -141,7 +141,9 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     by_cell = {(r["order"], r["head"]): r for r in rows}
     lines = ["| claim | cells compared | FID |", "|---|---|---|"]
     for order in ORDERS:
-        lines.append(f"| MAR: the diffusion head beats the CE head | {order} x diffusion vs {order} x ce | "
+        carried = " (carried to next-scale)" if order == "next-scale" else ""
+        claim = f"MAR: the diffusion head beats the CE head{carried}"
+        lines.append(f"| {claim} | {order} x diffusion vs {order} x ce | "
                      f"{verdict(by_cell.get((order, 'diffusion')), by_cell.get((order, 'ce')))} |")
     for head in HEADS:
         lines.append(f"| VAR: the next-scale order beats the raster order | next-scale x {head} vs raster x {head} | "
@@ -149,13 +151,24 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def matrix_seeds_line(meta: dict[str, Any]) -> str:
+    """What the numbers are over: one training seed, or the mean ± sample std over several."""
+    seeds = meta.get("seeds") or [0]
+    if len(seeds) == 1:
+        return (f"- One training seed ({seeds[0]}): no error bars; `genarena-train -m +sweep=matrix seed=0,1,2` trains "
+                "three per cell, and this report then shows mean ± std, so a difference can be told from seed noise.")
+    return (f"- {len(seeds)} training seeds ({', '.join(map(str, seeds))}): every cell is the mean ± sample standard "
+            "deviation over its seeds; reference rows do not depend on the seed.")
+
+
 def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]],
                         meta: dict[str, Any]) -> Path:
     """``report.md``, ``results.csv`` and ``results.json`` in ``out``; returns the report's path."""
     write_results(out, rows, refs, meta)
     extractor, n = meta["extractor"], meta["num_samples"]
-    targets = sorted({r["match_params"] for r in rows if r.get("match_params")})
-    budget = sorted({(r.get("steps"), r.get("images_seen")) for r in rows}, key=str)
+    targets = sorted({int(r["match_params"]) for r in rows if r.get("match_params")})
+    budget = sorted({f"{fmt(r.get('steps'), '{:,.0f}')} steps, {fmt(r.get('images_seen'), '{:,.0f}')} images"
+                     for r in rows})
     lines = [
         f"# The order x head matrix: {meta['name']}", "",
         "Three generation orders (raster, masked, next-scale) x two per-token heads (cross-entropy on VQ indices, "
@@ -164,7 +177,7 @@ def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[s
         f"- Equal non-embedding parameters: each cell's width is the one closest to "
         f"{', '.join(f'{t:,}' for t in targets) or 'the configured width (match_params not set)'} "
         "(`match_params`); the counts are in the tables.",
-        f"- Equal training budget: (steps, images seen) = {', '.join(map(str, budget))} for every cell.",
+        f"- Equal training budget: {'; '.join(budget)} for every cell.",
         f"- Every FID / IS / precision / recall: **N = {n}** images vs the real `{meta['split']}` split "
         f"({meta['n_real']} images), **{extractor}** features{meta['extractor_note']}.",
         f"- Class accuracy: the domain classifier's label agrees with the requested class (its real validation "
@@ -173,7 +186,7 @@ def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[s
         f"paper's), its {meta['checkpoint']} checkpoint, batch {meta['batch_size']}, on {meta['device']}; sampling "
         "steps count sequential network passes (a diffusion head adds its reverse chain to each).",
         f"- Command: `{meta['command']}`; hardware: {meta['hardware']}; {meta['total_min']:.1f} min.",
-        seeds_line(meta), "",
+        matrix_seeds_line(meta), "",
     ]
     for title, key, spec in GRIDS:
         lines += [f"## {title}", "", *grid_table(rows, key, spec), ""]
