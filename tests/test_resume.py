@@ -134,7 +134,8 @@ def test_resume_by_run_directory_by_checkpoint_and_never(setup, monkeypatch):
     with pytest.raises(SystemExit):
         run_training(compose_cfg([*base, "resume=never"]))
     monkeypatch.undo()
-    first, second = runs_of(runs_dir)
+    # the second run got further (60 steps); names alone do not order two runs started in the same second
+    first, second = sorted(runs_of(runs_dir), key=lambda run: (run / "checkpoints" / "step000060.ckpt").exists())
     for run in (first, second):
         m = read_metrics(run)
         assert m["status"] == "interrupted" and m["resumed_from"] is None and m["sessions"] == 1

@@ -96,7 +96,8 @@ def test_wrong_tokenizer_kind_is_a_clear_error(trained):
     wd, tok_run, _, env_over = trained
     proc = train(wd, "task=generator", "generator=mar", f"tokenizer.ckpt={tok_run}", *env_over, check=False)
     assert proc.returncode == 2
-    assert "needs a continuous tokenizer" in proc.stderr and "Traceback" not in proc.stderr
+    assert "generator 'mar' has the diffusion head" in proc.stderr and "tokenizer=kl" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path):

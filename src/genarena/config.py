@@ -208,7 +208,9 @@ class MaskGITGeneratorConfig(GeneratorConfig):
 @dataclass
 class MARSamplingConfig(SamplingConfig):
     steps: int = MISSING  # K autoregressive steps (order=random); raster order uses one per token
-    diffusion_steps: int = MISSING  # S steps of the DDPM reverse chain per token
+    diffusion_steps: int = MISSING  # S steps of the reverse chain per token
+    sampler: str = MISSING  # ddpm (the paper's) | ddim (fewer steps; eta sets its noise)
+    eta: float = MISSING  # sampler=ddim: 0 deterministic .. 1 (the DDPM chain's posterior variance)
 
 
 @dataclass
@@ -737,6 +739,12 @@ def check_sampling(prefix: str, sampling: Any) -> None:
                                                                                "(0 or 1: off)")
     if "cfg_schedule" in values:
         check_choice(f"{prefix}.cfg_schedule", values["cfg_schedule"], CFG_SCHEDULES)
+    if "sampler" in values:
+        from genarena.generators.diffusion import SAMPLERS  # lazy: model code imports torch
+
+        check_choice(f"{prefix}.sampler", values["sampler"], SAMPLERS)
+    if "eta" in values:
+        _check_fraction(f"{prefix}.eta", values["eta"], one=True, accepted="a DDIM noise scale in [0, 1]")
 
 
 def check_data(d: DictConfig) -> None:

@@ -86,11 +86,12 @@ def write_results(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, An
                                                   "references": refs}, indent=2, default=str))
 
 
-def seeds_line(meta: dict[str, Any]) -> str:
-    """What the table's numbers are over: one training seed, or the mean ± sample std over several."""
+def seeds_line(meta: dict[str, Any], more_seeds: str = "`compare.seeds=[0,1,2]`") -> str:
+    """What the table's numbers are over: one training seed, or the mean ± sample std over several;
+    ``more_seeds`` says how to get several."""
     seeds = meta.get("seeds") or [0]
     if len(seeds) == 1:
-        return (f"- One training seed ({seeds[0]}): no error bars; `compare.seeds=[0,1,2]` gives mean ± std over "
+        return (f"- One training seed ({seeds[0]}): no error bars; {more_seeds} gives mean ± std over "
                 "seeds, so a difference can be told from seed noise.")
     return (f"- {len(seeds)} training seeds ({', '.join(map(str, seeds))}): every paradigm row is the mean ± sample "
             "standard deviation over seeds (each seed below); reference rows do not depend on the seed.")

@@ -98,19 +98,20 @@ class RasterAR(Generator):
         """Token-by-token decoding; ``choose(i, guided_logits (B, V))`` returns token i ``(B,)``."""
         all_labels, doubled = self.guidance_labels(labels, cfg)
         cond = self.class_embed(all_labels)
+        mods, head_mod = self.transformer.modulations(cond), self.head.modulation(cond)  # once: the class is fixed
         prefix = cond[:, None]  # (B', 1, C)
         out = torch.empty(labels.shape[0], self.seq_len, dtype=torch.long, device=labels.device)
         if use_cache:
-            self.transformer.start_cache()
+            self.transformer.start_cache(self.seq_len)
         try:
             x = prefix
             for i in range(self.seq_len):
                 start = i if use_cache else 0
                 xi, rope = self._positions(x, start)
                 mask = None if use_cache else self.mask[: x.shape[1], : x.shape[1]]
-                h = self.transformer(xi, cond, mask=mask, rope=rope)[:, -1]
+                h = self.transformer(xi, cond, mask=mask, rope=rope, mods=mods)[:, -1]
                 w = guidance_weight(cfg, cfg_schedule, i / max(1, self.seq_len - 1)) if doubled else None
-                tok = choose(i, split_guided(self.head(h[:, None], cond)[:, 0], w))
+                tok = choose(i, split_guided(self.head(h[:, None], cond, head_mod)[:, 0], w))
                 out[:, i] = tok
                 emb = self.token_embed(torch.cat([tok, tok]) if doubled else tok)[:, None]
                 x = emb if use_cache else torch.cat([x, emb], dim=1)
@@ -160,9 +161,13 @@ class RasterAR(Generator):
     def flops_per_image(self, train: bool, *, cfg: float | None = None, **sampling) -> float:
         c, v, L = self.width, self.vocab_size, self.seq_len
         head_per_token = 2 * c * v
-        head_adaln = 4 * c * c if self.backbone == "shared" else 0  # per sequence (train) or step (sampling)
+        head_adaln = 4 * c * c if self.backbone == "shared" else 0  # once per sequence (train) or sampling call
         if train:
             return 3 * (self.transformer.flops(L) + L * head_per_token + head_adaln)
         require_sampling(cfg=cfg)
-        total = sum(self.transformer.flops(1, i + 1) for i in range(L)) + L * (head_per_token + head_adaln)
+        if self.backbone == "shared":  # the modulations are computed once per sampling call, not per step
+            steps = sum(self.transformer.flops(1, i + 1, adaln=False) for i in range(L)) + self.transformer.flops(0)
+        else:
+            steps = sum(self.transformer.flops(1, i + 1) for i in range(L))
+        total = steps + L * head_per_token + head_adaln
         return (2 if cfg else 1) * total

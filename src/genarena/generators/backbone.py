@@ -10,7 +10,8 @@ The gates start at ``gate_init`` (near zero) and the modulations at zero, so eve
 to the identity. Attention runs through ``F.scaled_dot_product_attention`` with an optional boolean
 mask (True = may attend), optional q/k l2-normalisation with a learned per-head scale (VAR: init 4,
 capped at 100, softmax scale 1), optional 2-D rotary positions and a KV cache for incremental
-decoding. ``k_bias=False`` gives the keys no bias (VAR's attention: only q and v have one).
+decoding (preallocated, see :class:`KVCache`). ``k_bias=False`` gives the keys no bias (VAR's attention: only q
+and v have one). Sampling computes the blocks' modulations once per call (:meth:`Transformer.modulations`).
 Shapes: tokens ``(B, L, C)``, heads ``(B, H, L, C/H)``.
 """
 
@@ -81,19 +82,36 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------------- attention
 class KVCache:
-    """Keys and values ``(B, H, T, D)`` of the tokens decoded so far, for one attention layer."""
+    """Keys and values ``(B, H, T, D)`` of the tokens decoded so far, for one attention layer, in buffers
+    preallocated for ``capacity`` positions at the first :meth:`append` (no copy of the cache per step); a longer
+    sequence (or ``capacity`` None) doubles the buffers when full."""
 
-    def __init__(self) -> None:
-        self.k: Tensor | None = None
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity
+        self.k: Tensor | None = None  # (B, H, capacity, D)
         self.v: Tensor | None = None
+        self.length = 0
+
+    def _grow(self, k: Tensor, v: Tensor, size: int) -> None:
+        b, h, _, d = k.shape
+        new_k, new_v = k.new_empty(b, h, size, d), v.new_empty(b, h, size, v.shape[-1])
+        if self.k is not None:
+            new_k[:, :, : self.length] = self.k[:, :, : self.length]
+            new_v[:, :, : self.length] = self.v[:, :, : self.length]
+        self.k, self.v = new_k, new_v
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+        """Store ``k, v (B, H, n, D)`` after the cached positions; return all of them ``(B, H, T + n, D)``."""
+        end = self.length + k.shape[2]
+        if self.k is None or end > self.k.shape[2]:
+            self._grow(k, v, max(end, self.capacity or 0, 2 * self.length))
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+        return self.length
 
 
 class Attention(nn.Module):
@@ -132,17 +150,29 @@ class Attention(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drop a sample's whole residual branch with probability p."""
+    """Stochastic depth: drop a sample's whole residual branch with probability p (and scale kept ones by
+    ``1 / (1 - p)``). The per-sample factor ``(B, 1, ..., 1)`` multiplies the branch once (or the block's small
+    gate), never the activation twice."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
 
-    def forward(self, x: Tensor) -> Tensor:
+    def keep_scale(self, x: Tensor) -> Tensor | None:
+        """``keep / (1 - p)`` of shape ``(B, 1, ..., 1)`` (``x.ndim`` dims), or None when inactive."""
         if not self.training or self.p == 0:
-            return x
+            return None
         keep = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) >= self.p
-        return x * keep / (1 - self.p)
+        return keep.to(x.dtype) / (1 - self.p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.keep_scale(x)
+        return x if scale is None else x * scale
+
+    def add(self, x: Tensor, branch: Tensor) -> Tensor:
+        """``x + DropPath(branch)`` in one fused op."""
+        scale = self.keep_scale(branch)
+        return x + branch if scale is None else torch.addcmul(x, branch, scale)
 
 
 class Block(nn.Module):
@@ -165,11 +195,20 @@ class Block(nn.Module):
             self.ada[1].bias.zero_()
             self.ada[1].bias[: 2 * width] = gate_init
 
+    def modulation(self, cond: Tensor) -> Tensor:
+        """Gates, scales and shifts ``(B, 1, 6, C)`` of class embeddings ``cond (B, C)``."""
+        return self.ada(cond).view(-1, 1, 6, self.width)
+
     def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, rope=None,
-                cache: KVCache | None = None) -> Tensor:
-        g1, g2, s1, s2, b1, b2 = self.ada(cond).view(-1, 1, 6, self.width).unbind(2)
-        x = x + self.drop_path(g1 * self.attn(self.norm1(x) * (1 + s1) + b1, mask, rope, cache))
-        return x + self.drop_path(g2 * self.mlp(self.norm2(x) * (1 + s2) + b2))
+                cache: KVCache | None = None, mod: Tensor | None = None) -> Tensor:
+        """``mod``: :meth:`modulation` of ``cond`` computed beforehand (sampling: once per call, not per step)."""
+        g1, g2, s1, s2, b1, b2 = (self.modulation(cond) if mod is None else mod).unbind(2)  # (B, 1, C) each
+        h = self.attn(torch.addcmul(b1, self.norm1(x), 1 + s1), mask, rope, cache)
+        scale = self.drop_path.keep_scale(x)
+        x = torch.addcmul(x, g1 if scale is None else g1 * scale, h)
+        h = self.mlp(torch.addcmul(b2, self.norm2(x), 1 + s2))
+        scale = self.drop_path.keep_scale(x)
+        return torch.addcmul(x, g2 if scale is None else g2 * scale, h)
 
 
 # the final AdaLN + projection of the CE orders lives with the other heads (genarena.generators.heads); the old
@@ -193,8 +232,9 @@ class Transformer(nn.Module):
             Block(width, heads, mlp_ratio, qk_norm, dropout, rate, gate_init, k_bias) for rate in rates)
         self.caches: list[KVCache] | None = None
 
-    def start_cache(self) -> None:
-        self.caches = [KVCache() for _ in self.blocks]
+    def start_cache(self, capacity: int | None = None) -> None:
+        """Start incremental decoding; ``capacity``: the positions to preallocate (the sequence length)."""
+        self.caches = [KVCache(capacity) for _ in self.blocks]
 
     def stop_cache(self) -> None:
         self.caches = None
@@ -203,20 +243,28 @@ class Transformer(nn.Module):
     def cached_len(self) -> int:
         return 0 if not self.caches else len(self.caches[0])
 
-    def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, rope=None) -> Tensor:
+    def modulations(self, cond: Tensor) -> list[Tensor]:
+        """Every block's AdaLN modulation of ``cond (B, C)``, for :meth:`forward`'s ``mods`` (a sampling call
+        computes them once: the class does not change between its steps)."""
+        return [block.modulation(cond) for block in self.blocks]
+
+    def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, rope=None,
+                mods: list[Tensor] | None = None) -> Tensor:
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, mask, rope, self.caches[i] if self.caches is not None else None)
+            x = block(x, cond, mask, rope, self.caches[i] if self.caches is not None else None,
+                      None if mods is None else mods[i])
         return x
 
     # analytic cost --------------------------------------------------------------------------
-    def flops(self, tokens: int, keys: int | None = None) -> float:
+    def flops(self, tokens: int, keys: int | None = None, adaln: bool = True) -> float:
         """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys
-        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all)."""
+        (default: ``tokens``), for one sequence; masks do not reduce the count (SDPA computes all). ``adaln=False``
+        leaves out the AdaLN modulations (sampling computes them once per call: ``flops(0)`` is that cost)."""
         keys = tokens if keys is None else keys
         c, hidden = self.width, int(self.width * self.mlp_ratio)
         per_token = 2 * (3 * c * c + c * c + 2 * c * hidden)  # qkv, out proj, MLP
         attention = 4 * tokens * keys * c  # q k^T and attn v
-        adaln = 2 * c * 6 * c  # once per sequence
+        adaln = 2 * c * 6 * c if adaln else 0  # once per sequence
         return self.depth * (tokens * per_token + attention + adaln)
 
 

@@ -21,7 +21,12 @@ posterior mean). Both losses average over ``batch_mul`` draws of ``(t, eps)`` pe
 Sampling runs the reverse chain on ``S`` respaced steps (timesteps strided evenly over ``0..T-1``, betas
 recomputed from ``abar``): ``x_{t-1} = mu_theta + temperature * s_t * noise``, no noise at the last step, ``s_t^2``
 the posterior variance (eps) or the learned one. Guidance mixes eps, ``eps_c + w (eps_c - eps_u)``; the learned
-variance is the conditional one.
+variance is the conditional one. ``sampler=ddim`` (Song et al. 2021) runs the same respaced chain deterministically
+(``eta = 0``) or with noise ``eta sigma_t`` (``eta = 1``: the DDPM chain with the posterior variance), usually with
+fewer steps:
+
+    x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_t^2) eps_theta + temperature sigma_t noise
+    sigma_t = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch import Tensor
 
 DIFFUSION_LOSSES = ("eps", "learned_sigma")
 NOISE_SCHEDULES = ("cosine", "linear")
+SAMPLERS = ("ddpm", "ddim")  # ddpm: the paper's ancestral chain | ddim: Song et al.'s, eta sets its noise
 INIT_STYLES = ("genarena", "mar")
 
 
@@ -71,12 +77,14 @@ class DiffusionChain:
     def __init__(self, betas: Tensor, keep: list[int], device: torch.device | str) -> None:
         abar_kept = torch.cumprod(1 - betas, 0)[keep]
         betas = 1 - abar_kept / torch.cat([abar_kept.new_ones(1), abar_kept[:-1]])  # respaced betas
+        self.betas64 = betas
         abar = torch.cumprod(1 - betas, 0)
         abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
         post_var = betas * (1 - abar_prev) / (1 - abar)
         # log of the posterior variance, its first entry (0) replaced by the second
         post_logvar = torch.cat([post_var[1:2], post_var[1:]]).log() if len(keep) > 1 else betas.log()
         f32 = lambda x: x.float().to(device)  # noqa: E731
+        self.abar, self.abar_prev, self.post_var = abar, abar_prev, post_var  # float64, CPU: for step_plan
         self.t = torch.tensor(keep, dtype=torch.long, device=device)
         self.sqrt_abar, self.sqrt_one_minus_abar = f32(abar.sqrt()), f32((1 - abar).sqrt())
         self.sqrt_recip_abar, self.sqrt_recipm1_abar = f32((1 / abar).sqrt()), f32((1 / abar - 1).sqrt())
@@ -95,6 +103,26 @@ class DiffusionChain:
         """``(1 + v)/2 log beta_t + (1 - v)/2 log beta~_t``, ``(N, D)``."""
         frac = (v + 1) / 2
         return frac * self.log_betas[index, None] + (1 - frac) * self.post_logvar[index, None]
+
+    def step_plan(self, sampler: str, eta: float) -> list[tuple[float, ...]]:
+        """Per chain position ``i``, the reverse step's scalars (from float64), for :meth:`DiffusionLoss.sample`:
+        ``(1/sqrt(abar), sqrt(1/abar - 1))`` (x0 from eps), then
+
+        - ``ddpm``: ``(coef_x0, coef_xt, posterior std, log beta, clipped posterior log variance)``;
+        - ``ddim`` (Song et al. 2021, eq. 12): ``(sqrt(abar_prev), sqrt(1 - abar_prev - sigma^2), sigma)`` with
+          ``sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev)``."""
+        a, ap = self.abar, self.abar_prev
+        head = torch.stack([(1 / a).sqrt(), (1 / a - 1).sqrt()], 1)
+        if sampler == "ddpm":
+            b = self.betas64
+            rest = torch.stack([b * ap.sqrt() / (1 - a), (1 - ap) * (1 - b).sqrt() / (1 - a), self.post_var.sqrt(),
+                                self.log_betas.double().cpu(), self.post_logvar.double().cpu()], 1)
+        elif sampler == "ddim":
+            sigma = eta * ((1 - ap) / (1 - a)).sqrt() * (1 - a / ap).sqrt()
+            rest = torch.stack([ap.sqrt(), (1 - ap - sigma ** 2).clamp(min=0).sqrt(), sigma], 1)
+        else:
+            raise ValueError(f"sampler={sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        return [tuple(row) for row in torch.cat([head, rest], 1).tolist()]
 
 
 def gaussian_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
@@ -138,7 +166,7 @@ class ResBlockAdaLN(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale, gate = self.ada(c).chunk(3, dim=-1)
-        return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
+        return torch.addcmul(x, gate, self.mlp(torch.addcmul(shift, self.norm(x), 1 + scale)))
 
 
 class DenoiserMLP(nn.Module):
@@ -188,20 +216,34 @@ class DenoiserMLP(nn.Module):
         self.zero_modulation_and_output()
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        c = self.time_embed(timestep_embedding(t, self.FREQ_DIM)) + self.cond_embed(z)  # (N, W)
+        return self.run(x, self.time_cond(t) + self.cond_embed(z))
+
+    def time_cond(self, t: Tensor) -> Tensor:
+        """The timestep embedding ``(N,) -> (N, W)`` (added to ``cond_embed(z)``: the blocks' condition)."""
+        return self.time_embed(timestep_embedding(t, self.FREQ_DIM))
+
+    def run(self, x: Tensor, c: Tensor) -> Tensor:
+        """The network on ``x (N, D)`` under an embedded condition ``c (N, W)`` -> ``(N, out_dim)``."""
         h = self.input_proj(x)  # (N, W)
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
-        return self.out(self.final_norm(h) * (1 + scale) + shift)  # (N, out_dim)
+        return self.out(torch.addcmul(shift, self.final_norm(h), 1 + scale))  # (N, out_dim)
 
     def flops(self) -> float:
-        """Forward FLOPs for one token."""
+        """Forward FLOPs for one token (timestep and condition embeddings included, as in training)."""
+        return 2 * (self.FREQ_DIM * self.width + self.width ** 2) + self.cond_flops() + self.run_flops()
+
+    def cond_flops(self) -> float:
+        """FLOPs of ``cond_embed`` for one token (the sampler computes it once per chain)."""
+        return 2 * self.cond_dim * self.width
+
+    def run_flops(self) -> float:
+        """FLOPs of :meth:`run` for one token: one reverse step of the sampler."""
         w = self.width
-        embed = 2 * (self.FREQ_DIM * w + w * w) + 2 * self.cond_dim * w + 2 * self.token_dim * w
         blocks = self.depth * 2 * (2 * w * w + 3 * w * w)
         final = 2 * (2 * w * w) + 2 * w * self.out_dim
-        return embed + blocks + final
+        return 2 * self.token_dim * w + blocks + final
 
 
 class DiffusionLoss(nn.Module):
@@ -222,6 +264,7 @@ class DiffusionLoss(nn.Module):
         # (abar ~ 1e-9) turns an eps error of 1e-3 into an x0 error of ~1e3. Zero: no clipping.
         self.register_buffer("x0_bound", torch.zeros(token_dim))
         self._chains: dict[tuple[int, str], DiffusionChain] = {}
+        self._plans: dict[tuple[int, str, str, float], list[tuple[float, ...]]] = {}
 
     def init_weights(self, style: str) -> None:
         """The denoiser's init: ``genarena`` or ``mar`` (see :meth:`DenoiserMLP.init_weights`)."""
@@ -305,19 +348,62 @@ class DiffusionLoss(nn.Module):
         return mean + temperature * (0.5 * ch.learned_logvar(v, i)).exp() * noise
 
     @torch.no_grad()
-    def sample(self, z: Tensor, *, steps: int, temperature: float, cfg: float | None,
-               generator: torch.Generator | None = None, noise: Iterator[Tensor] | None = None) -> Tensor:
+    def sample(self, z: Tensor, *, steps: int, temperature: float, cfg: float | None, sampler: str = "ddpm",
+               eta: float = 0.0, generator: torch.Generator | None = None,
+               noise: Iterator[Tensor] | None = None) -> Tensor:
         """Draw tokens ``(N, D)`` for conditions ``z``. With ``cfg`` not None, ``z`` is ``[cond; uncond]``
         ``(2N, C)`` and ``eps = eps_c + cfg (eps_c - eps_u)``. ``noise`` replays recorded draws (the start, then
-        one per step but the last) instead of drawing from ``generator``."""
-        n = z.shape[0] // 2 if cfg is not None else z.shape[0]
-        shape = (n, self.net.token_dim)
-        draw = (lambda: next(noise)) if noise is not None else (
-            lambda: torch.randn(shape, generator=generator, device=z.device))
-        x = draw()
+        one per step but the last) instead of drawing from ``generator`` (which draws them all at once).
+
+        ``sampler``: ``ddpm`` (default, the paper's; each step is :meth:`p_sample`) or ``ddim`` (``x0`` and ``eps``
+        carried to the previous kept timestep with noise ``eta * temperature * sigma``; ``eta = 1`` is DDPM with the
+        posterior variance, ``eta = 0`` deterministic; a learned variance is not used). The loop runs on
+        precomputed scalars: the condition embedding once, the timestep embeddings of the whole chain in one batch,
+        each step's coefficients as numbers; the guided halves go through the denoiser as one batch."""
+        guided = cfg is not None
+        n, d = (z.shape[0] // 2 if guided else z.shape[0]), self.net.token_dim
+        ch = self.chain(steps, z.device)
+        key = (steps, str(z.device), sampler, eta)
+        if key not in self._plans:
+            self._plans[key] = ch.step_plan(sampler, eta)
+        plan = self._plans[key]
+        if noise is None:  # the start and every step's noise in one draw (deterministic DDIM: the start only)
+            count = 1 if sampler == "ddim" and eta == 0 else steps
+            noise = torch.randn((count, n, d), generator=generator, device=z.device).unbind(0)
+        draws = iter(noise)
+        cz = self.net.cond_embed(z)  # (N', W): fixed over the chain
+        temb = self.net.time_cond(ch.t).unbind(0)  # S x (W,)
+        bound = self.x0_bound if self.x0_bound.any() else None
+        x = next(draws)
         for index in reversed(range(steps)):
-            x = self.p_sample(x, z, steps=steps, index=index, temperature=temperature, cfg=cfg,
-                              noise=draw() if index > 0 else None)
+            out = self.net.run(torch.cat([x, x]) if guided else x, cz + temb[index])  # (N', out_dim)
+            eps, v = out.chunk(2, dim=1) if self.learn_sigma else (out, None)
+            if guided:
+                eps_c, eps_u = eps.chunk(2)
+                eps = torch.lerp(eps_u, eps_c, 1 + cfg)  # eps_c + cfg (eps_c - eps_u)
+                v = None if v is None else v[:n]  # the conditional variance
+            rx, rm, *coef = plan[index]
+            x0 = torch.sub(x * rx, eps, alpha=rm)
+            if bound is not None:
+                x0 = torch.clamp(x0, -bound, bound)
+            if sampler == "ddim":
+                c_x0, c_eps, sigma = coef
+                if bound is not None:  # the eps consistent with the clipped x0
+                    eps = torch.sub(x * rx, x0).div_(rm)
+                x = torch.add(x0.mul_(c_x0), eps, alpha=c_eps)
+                if sigma > 0:  # (sigma is 0 at the last step, and everywhere with eta = 0)
+                    x.add_(next(draws), alpha=temperature * sigma)
+                continue
+            c_x0, c_xt, std, log_beta, post_logvar = coef
+            x = torch.add(x0.mul_(c_x0), x, alpha=c_xt)  # the posterior mean
+            if index == 0:
+                break
+            if v is None:
+                x.add_(next(draws), alpha=temperature * std)
+            else:  # exp(0.5 ((1 + v)/2 log beta + (1 - v)/2 log beta~))
+                half = 0.25 * (log_beta - post_logvar)
+                std_v = torch.add(v * half, 0.25 * (log_beta + post_logvar)).exp_()
+                x.addcmul_(std_v, next(draws), value=temperature)
         return x
 
     # ------------------------------------------------------------------ cost
@@ -325,4 +411,5 @@ class DiffusionLoss(nn.Module):
         return 3 * self.batch_mul * self.net.flops()
 
     def sample_flops_per_token(self, steps: int, guided: bool) -> float:
-        return (2 if guided else 1) * steps * self.net.flops()
+        # the sampler embeds the condition once per chain and the timesteps once per batch (negligible per token)
+        return (2 if guided else 1) * (self.net.cond_flops() + steps * self.net.run_flops())

@@ -20,6 +20,7 @@ A head that does not fit the tokens (CE on vectors, diffusion on indices) is an 
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -43,9 +44,14 @@ class AdaLNNorm(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        scale, shift = self.ada(cond).view(-1, 1, 2, self.width).unbind(2)
-        return self.norm(x) * (1 + scale) + shift
+    def modulation(self, cond: Tensor) -> Tensor:
+        """Scale and shift ``(B, 1, 2, C)`` of class embeddings ``cond (B, C)``."""
+        return self.ada(cond).view(-1, 1, 2, self.width)
+
+    def forward(self, x: Tensor, cond: Tensor, mod: Tensor | None = None) -> Tensor:
+        """``mod``: :meth:`modulation` of ``cond`` computed beforehand (sampling: once per call)."""
+        scale, shift = (self.modulation(cond) if mod is None else mod).unbind(2)  # (B, 1, C) each
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
 
 
 class CEHead(AdaLNNorm):
@@ -56,8 +62,8 @@ class CEHead(AdaLNNorm):
         super().__init__(width)
         self.proj = nn.Linear(width, out_dim)
 
-    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        return self.proj(super().forward(x, cond))
+    def forward(self, x: Tensor, cond: Tensor, mod: Tensor | None = None) -> Tensor:
+        return self.proj(super().forward(x, cond, mod))
 
 
 class DiffusionHead(DiffusionLoss):

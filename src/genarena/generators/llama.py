@@ -93,8 +93,8 @@ class LlamaBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, rope=None, cache: KVCache | None = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), mask, rope, cache))
-        return x + self.drop_path(self.ffn(self.norm2(x)))
+        x = self.drop_path.add(x, self.attn(self.norm1(x), mask, rope, cache))
+        return self.drop_path.add(x, self.ffn(self.norm2(x)))
 
 
 class LlamaHead(nn.Module):
@@ -105,8 +105,12 @@ class LlamaHead(nn.Module):
         self.norm = nn.RMSNorm(width, eps=NORM_EPS)
         self.proj = nn.Linear(width, out_dim, bias=False)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """``cond`` is accepted for the shared head's signature and unused (no AdaLN)."""
+    def modulation(self, cond: Tensor | None) -> None:
+        """No AdaLN: nothing to precompute (the shared head's interface)."""
+        return None
+
+    def forward(self, x: Tensor, cond: Tensor | None = None, mod: None = None) -> Tensor:
+        """``cond`` and ``mod`` are accepted for the shared head's signature and unused (no AdaLN)."""
         return self.proj(self.norm(x))
 
 
@@ -125,13 +129,19 @@ class LlamaTransformer(nn.Module):
         self.blocks = nn.ModuleList(LlamaBlock(width, heads, self.hidden, dropout, rate) for rate in rates)
         self.caches: list[KVCache] | None = None
 
-    def start_cache(self) -> None:
-        self.caches = [KVCache() for _ in self.blocks]
+    def start_cache(self, capacity: int | None = None) -> None:
+        """Start incremental decoding; ``capacity``: the positions to preallocate (the sequence length)."""
+        self.caches = [KVCache(capacity) for _ in self.blocks]
 
     def stop_cache(self) -> None:
         self.caches = None
 
-    def forward(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None, rope=None) -> Tensor:
+    def modulations(self, cond: Tensor | None) -> None:
+        """No AdaLN: nothing to precompute (the shared backbone's interface)."""
+        return None
+
+    def forward(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None, rope=None,
+                mods: None = None) -> Tensor:
         for i, block in enumerate(self.blocks):
             x = block(x, mask, rope, self.caches[i] if self.caches is not None else None)
         return x

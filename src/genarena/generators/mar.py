@@ -180,17 +180,31 @@ class MAR(MARBase):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, labels: Tensor, *, cfg: float, cfg_schedule: str, temperature: float, top_k: int, top_p: float,
-               steps: int, diffusion_steps: int, generator: torch.Generator | None = None,
-               orders: Tensor | None = None, noise: Iterator[Tensor] | None = None) -> Tensor:
+               steps: int, diffusion_steps: int, sampler: str = "ddpm", eta: float = 0.0,
+               generator: torch.Generator | None = None, orders: Tensor | None = None,
+               noise: Iterator[Tensor] | None = None) -> Tensor:
         """Tokens ``(B, L, D)``. ``top_k`` / ``top_p`` do not apply to continuous tokens and are ignored.
-        ``orders (B, L)`` fixes the decoding order and ``noise`` replays recorded diffusion noise (see
-        :meth:`DiffusionLoss.sample`); by default both are drawn from ``generator``."""
+        ``sampler`` / ``eta``: the diffusion sampler (:meth:`DiffusionLoss.sample`; the defaults, the paper's
+        DDPM, serve checkpoints written before these options existed). ``orders (B, L)`` fixes the decoding order
+        and ``noise`` replays recorded diffusion noise; by default both are drawn from ``generator``."""
         b, n = labels.shape[0], self.seq_len
-        cond, doubled = self.conditioned_sample(labels, cfg)
         tokens = torch.zeros(b, n, self.token_dim, device=labels.device)
         mask = torch.ones(b, n, dtype=torch.bool, device=labels.device)
         orders = self.random_orders(b, labels.device, generator) if orders is None else orders
-        for n_after in cosine_mask_schedule(n, steps):
+        return self.reveal(tokens, mask, orders, n, labels, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature,
+                           steps=steps, diffusion_steps=diffusion_steps, sampler=sampler, eta=eta, generator=generator,
+                           noise=noise)
+
+    def reveal(self, tokens: Tensor, mask: Tensor, orders: Tensor, count: int, labels: Tensor, *, cfg: float,
+               cfg_schedule: str, temperature: float, steps: int, diffusion_steps: int, sampler: str, eta: float,
+               generator: torch.Generator | None, noise: Iterator[Tensor] | None = None) -> Tensor:
+        """The masked decoding loop shared by :meth:`sample` and :meth:`complete`: ``count`` masked positions of
+        ``tokens (B, L, D)`` (``mask (B, L)`` True = masked) are revealed in ``orders (B, L)`` by the cosine schedule
+        over ``count``, each drawn by the diffusion head given the encoder-decoder's ``z``; guidance ramps with the
+        revealed fraction of all ``L`` tokens. Fills ``tokens`` in place and returns it."""
+        b, n = tokens.shape[:2]
+        cond, doubled = self.conditioned_sample(labels, cfg)
+        for n_after in cosine_mask_schedule(count, steps) if count else []:
             if not mask.any():
                 continue
             tok_in, mask_in = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if doubled else (tokens, mask)
@@ -201,14 +215,14 @@ class MAR(MARBase):
             zc = z[:b][to_pred]
             zz = torch.cat([zc, z[b:][to_pred]]) if doubled else zc
             tokens[to_pred] = self.diffloss.sample(zz, steps=diffusion_steps, temperature=temperature, cfg=w,
-                                                   generator=generator, noise=noise)
+                                                   sampler=sampler, eta=eta, generator=generator, noise=noise)
             mask = mask_next
         return tokens
 
     @torch.no_grad()
     def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
                  temperature: float, top_k: int, top_p: float, steps: int, diffusion_steps: int,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 sampler: str = "ddpm", eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """Masked decoding that starts with the known tokens revealed (the encoder sees them from the first step)
         and the unknown ones masked, revealed in a random order by the cosine schedule over the ``U`` unknown
         tokens; guidance ramps with the revealed fraction of all ``L`` tokens, known ones included. Rows with
@@ -216,7 +230,7 @@ class MAR(MARBase):
         known tokens equal ``tokens``."""
         keep = self.check_known(tokens, known, labels)
         options = dict(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-                       steps=steps, diffusion_steps=diffusion_steps, generator=generator)
+                       steps=steps, diffusion_steps=diffusion_steps, sampler=sampler, eta=eta, generator=generator)
         groups = rows_by_count(~keep)
         if len(groups) > 1:
             out = tokens.clone()
@@ -224,26 +238,12 @@ class MAR(MARBase):
                 out[rows] = self.complete(tokens[rows], known[rows], labels[rows], **options)
             return out
         b, n = tokens.shape[:2]
-        n_unknown = int((~keep[0]).sum())
-        cond, doubled = self.conditioned_sample(labels, cfg)
         out = tokens.masked_fill(~keep[..., None], 0.0)
-        mask = ~keep
         # a random order of the unknown positions first (known ones sort last and are never reached)
         orders = (torch.rand(b, n, generator=generator, device=tokens.device) + keep.float()).argsort(dim=1)
-        for n_after in cosine_mask_schedule(n_unknown, steps) if n_unknown else []:
-            if not mask.any():
-                continue
-            tok_in, mask_in = (torch.cat([out, out]), torch.cat([mask, mask])) if doubled else (out, mask)
-            z = self.encode_decode(tok_in, mask_in, cond)  # (B or 2B, L, C)
-            mask_next = self.mask_by_order(n_after, orders)
-            to_pred = mask & ~mask_next
-            w = guidance_weight(cfg, cfg_schedule, (n - n_after) / n) if doubled else None
-            zc = z[:b][to_pred]
-            zz = torch.cat([zc, z[b:][to_pred]]) if doubled else zc
-            out[to_pred] = self.diffloss.sample(zz, steps=diffusion_steps, temperature=temperature, cfg=w,
-                                                generator=generator)
-            mask = mask_next
-        return out
+        return self.reveal(out, ~keep, orders, int((~keep[0]).sum()), labels, cfg=cfg, cfg_schedule=cfg_schedule,
+                           temperature=temperature, steps=steps, diffusion_steps=diffusion_steps, sampler=sampler,
+                           eta=eta, generator=generator)
 
     # ------------------------------------------------------------------ cost
     def sampling_steps(self, *, steps: int, **_: Any) -> int:

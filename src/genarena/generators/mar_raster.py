@@ -42,15 +42,17 @@ class RasterMAR(MARBase):
         x = self.dec_norm(self.decoder(x + self.dec_pos_embed, cond, mask=self.mask))
         return x[:, self.buffer_size - 1:] + self.diff_pos_embed  # (B, L, C)
 
-    def _causal_step(self, x_in: Tensor, start: int, cond: Tensor) -> Tensor:
+    def _causal_step(self, x_in: Tensor, start: int, cond: Tensor, mods: tuple | None = None) -> Tensor:
         """Feed embedded inputs ``(B, n, C)`` at offset ``start`` through both cached stacks (causal among
         themselves; the cache holds only earlier positions); returns the decoder output of the last position
-        ``(B, C)``."""
+        ``(B, C)``. ``mods``: the two stacks' precomputed modulations of ``cond``."""
         n = x_in.shape[1]
+        enc_mods, dec_mods = mods or (None, None)
         mask = self.mask[start:start + n, :start + n] if n > 1 else None
         x = self.z_proj_ln(x_in + self.enc_pos_embed[:, start:start + n])
-        x = self.dec_embed(self.enc_norm(self.encoder(x, cond, mask=mask)))
-        return self.dec_norm(self.decoder(x + self.dec_pos_embed[:, start:start + n], cond, mask=mask))[:, -1]
+        x = self.dec_embed(self.enc_norm(self.encoder(x, cond, mask=mask, mods=enc_mods)))
+        x = self.decoder(x + self.dec_pos_embed[:, start:start + n], cond, mask=mask, mods=dec_mods)
+        return self.dec_norm(x)[:, -1]
 
     def _raster_decode(self, labels: Tensor, cfg: float, cfg_schedule: str,
                        draw: Callable[[int, Tensor, float | None], Tensor]) -> Tensor:
@@ -58,12 +60,13 @@ class RasterMAR(MARBase):
         buf, n = self.buffer_size, self.seq_len
         cond, doubled = self.conditioned_sample(labels, cfg)
         out = torch.empty(labels.shape[0], n, self.token_dim, device=labels.device)
-        self.encoder.start_cache()
-        self.decoder.start_cache()
+        mods = (self.encoder.modulations(cond), self.decoder.modulations(cond))  # once: the class is fixed
+        self.encoder.start_cache(self.mask.shape[0])
+        self.decoder.start_cache(self.mask.shape[0])
         try:
             x_in = cond[:, None].expand(-1, buf, -1)
             for i in range(n):
-                z = self._causal_step(x_in, buf - 1 + i if i else 0, cond) + self.diff_pos_embed[:, i]
+                z = self._causal_step(x_in, buf - 1 + i if i else 0, cond, mods) + self.diff_pos_embed[:, i]
                 w = guidance_weight(cfg, cfg_schedule, i / n) if doubled else None
                 tok = draw(i, z, w)
                 out[:, i] = tok
@@ -91,17 +94,20 @@ class RasterMAR(MARBase):
 
     @torch.no_grad()
     def sample(self, labels: Tensor, *, cfg: float, cfg_schedule: str, temperature: float, top_k: int, top_p: float,
-               diffusion_steps: int, generator: torch.Generator | None = None,
-               noise: Iterator[Tensor] | None = None, **_: Any) -> Tensor:
+               diffusion_steps: int, sampler: str = "ddpm", eta: float = 0.0,
+               generator: torch.Generator | None = None, noise: Iterator[Tensor] | None = None,
+               **_: Any) -> Tensor:
         """Tokens ``(B, L, D)``; ``top_k`` / ``top_p`` do not apply to continuous tokens, ``steps`` (the random
-        order's) is one per token here; ``noise`` replays recorded diffusion noise."""
+        order's) is one per token here; ``sampler`` / ``eta`` as :meth:`MAR.sample`; ``noise`` replays recorded
+        diffusion noise."""
         return self._raster_decode(labels, cfg, cfg_schedule, lambda i, z, w: self.diffloss.sample(
-            z, steps=diffusion_steps, temperature=temperature, cfg=w, generator=generator, noise=noise))
+            z, steps=diffusion_steps, temperature=temperature, cfg=w, sampler=sampler, eta=eta, generator=generator,
+            noise=noise))
 
     @torch.no_grad()
     def complete(self, tokens: Tensor, known: Tensor, labels: Tensor, *, cfg: float, cfg_schedule: str,
-                 temperature: float, top_k: int, top_p: float, diffusion_steps: int,
-                 generator: torch.Generator | None = None, **_: Any) -> Tensor:
+                 temperature: float, top_k: int, top_p: float, diffusion_steps: int, sampler: str = "ddpm",
+                 eta: float = 0.0, generator: torch.Generator | None = None, **_: Any) -> Tensor:
         """Raster decoding with each known token forced when reached (no diffusion chain runs at a position known in
         every row); like raster ``ar`` it cannot look ahead at known tokens after the current position. Tokens
         ``(B, L, D)``; known tokens equal ``tokens``."""
@@ -110,7 +116,8 @@ class RasterMAR(MARBase):
         def draw(i: int, z: Tensor, w: float | None) -> Tensor:
             if keep[:, i].all():
                 return tokens[:, i]
-            drawn = self.diffloss.sample(z, steps=diffusion_steps, temperature=temperature, cfg=w, generator=generator)
+            drawn = self.diffloss.sample(z, steps=diffusion_steps, temperature=temperature, cfg=w, sampler=sampler,
+                                         eta=eta, generator=generator)
             return torch.where(keep[:, i, None], tokens[:, i], drawn)
 
         return self._raster_decode(labels, cfg, cfg_schedule, draw)

@@ -47,8 +47,10 @@ def split_guided(out: Tensor, w: float | None) -> Tensor:
 
 
 def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
-    """Mask all but the ``top_k`` largest logits and the smallest set with probability >= ``top_p``.
-    ``top_k <= 0`` and ``top_p`` outside ``(0, 1)`` disable each filter. ``logits (..., V)``."""
+    """The reference filter: mask all but the ``top_k`` largest logits (a tie at the k-th value is kept whole)
+    and the smallest set, largest first, whose probability reaches ``top_p`` (the token that crosses it is
+    kept). ``top_k <= 0`` and ``top_p`` outside ``(0, 1)`` disable each filter. ``logits (..., V)``.
+    :func:`sample_logits` draws from the distribution it leaves without masking the whole vocabulary."""
     if 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -61,16 +63,58 @@ def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
+def candidate_cdf(logits: Tensor, temperature: float, top_k: int, top_p: float
+                  ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The distribution :func:`filter_logits` leaves of ``softmax(logits / temperature)`` (``temperature > 0``), as
+    a cumulative sum over the candidates only.
+
+    ``logits (N, V)`` -> ``cum (N, K)``, ``ids (N, K)`` and ``n_keep (N, 1)``:
+
+    - top-k (``0 < top_k < V``): one ``topk`` (largest first, ``K = top_k``); softmax and cumsum over those values
+      alone. A tie between the k-th and the (k+1)-th value (the reference keeps every tied logit) sends the
+      batch through the reference filter instead (``K = V``, vocabulary order, ``ids`` None).
+    - top-p alone: a full sort (``K = V``, largest first); neither filter: ``K = V`` in vocabulary order, ``ids``
+      None (``cum`` is then indexed by token id).
+    - top-p (with or without top-k): ``n_keep`` candidates are kept, a prefix of each row: those whose
+      preceding mass is below ``top_p`` (the reference's rule). Without top-p ``n_keep`` is None (all ``K``)."""
+    v = logits.shape[-1]
+    use_k, use_p = 0 < top_k < v, 0 < top_p < 1
+    ids = None
+    if use_k:
+        vals, ids = logits.topk(top_k + 1, dim=-1)  # (N, k + 1), sorted: the (k+1)-th reveals a tie at the k-th
+        if bool((vals[:, top_k] == vals[:, top_k - 1]).any()):
+            probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)  # (N, V)
+            return probs.cumsum(-1), None, None
+        vals, ids = vals[:, :top_k], ids[:, :top_k]  # (N, k)
+    elif use_p:
+        vals, ids = logits.sort(dim=-1, descending=True)  # (N, V)
+    else:
+        vals = logits
+    probs = (vals.float() / temperature).softmax(-1)
+    cum = probs.cumsum(-1)
+    if not use_p:
+        return cum, ids, None
+    return cum, ids, ((cum - probs) < top_p).sum(-1, keepdim=True)  # n_keep (N, 1) >= 1
+
+
 def sample_logits(logits: Tensor, temperature: float, top_k: int, top_p: float,
                   generator: torch.Generator | None = None) -> Tensor:
-    """Draw token ids from ``logits (..., V)``; temperature 0 is greedy (argmax)."""
+    """Draw token ids ``(...)`` from ``logits (..., V)`` filtered by top-k, then top-p (:func:`filter_logits`'s
+    distribution); temperature 0 is greedy (argmax).
+
+    Inverse CDF over the candidates of :func:`candidate_cdf`: one uniform ``u`` per row, and the first candidate
+    whose cumulative mass exceeds ``u`` times the kept mass (no full-vocabulary sort with top-k, no exponential
+    draw per logit). A candidate whose probability is below float32 rounding of the running sum (< 6e-8 of the
+    mass) cannot be drawn: at most ``K * 6e-8`` of total variation."""
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    probs = logits.softmax(-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    ids = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
-    return ids
+    shape, v = logits.shape[:-1], logits.shape[-1]
+    cum, ids, n_keep = candidate_cdf(logits.reshape(-1, v), temperature, top_k, top_p)  # (N, K)
+    total = cum[:, -1:] if n_keep is None else cum.gather(-1, n_keep - 1)  # (N, 1): the kept mass
+    u = torch.rand(total.shape, generator=generator, device=cum.device, dtype=cum.dtype) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total: never past the last kept
+    pos = torch.searchsorted(cum, u, right=True)  # (N, 1): first candidate with cum > u (never a zero-mass one)
+    return (pos if ids is None else ids.gather(-1, pos)).view(shape)
 
 
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:

@@ -142,14 +142,21 @@ class VAR(Generator):
     def loss(self, tokens: Tensor, labels: Tensor) -> dict[str, Tensor]:
         logits = self(tokens, labels)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), reduction="none").view_as(tokens)
-        correct = (logits.argmax(-1) == tokens).float()
-        per_scale_loss = torch.stack([c.mean() for c in ce.split(self.block_sizes, dim=1)])
-        per_scale_acc = torch.stack([c.mean() for c in correct.split(self.block_sizes, dim=1)])
-        out = {"loss": ce.mean(), "acc": correct.mean().detach(),
-               "loss_last": per_scale_loss[-1].detach(), "acc_last": per_scale_acc[-1].detach(),
-               "loss_scale_mean": per_scale_loss.mean().detach(), "acc_scale_mean": per_scale_acc.mean().detach()}
-        for k, (lk, ak) in enumerate(zip(per_scale_loss, per_scale_acc)):
-            out[f"loss_s{k}"], out[f"acc_s{k}"] = lk.detach(), ak.detach()
+        return {"loss": ce.mean(), **self.diagnostics(ce.detach(), logits.detach(), tokens)}
+
+    @torch.no_grad()
+    def diagnostics(self, ce: Tensor, logits: Tensor, tokens: Tensor) -> dict[str, Tensor]:
+        """Accuracy and per-scale loss / accuracy (outside the graph; one segment sum per statistic):
+        ``ce (B, L)`` per-token losses, ``logits (B, L, V)``, ``tokens (B, L)``."""
+        k = len(self.scales)
+        stats = torch.stack([ce.mean(0), (logits.argmax(-1) == tokens).float().mean(0)])  # (2, L)
+        per_scale = stats.new_zeros(2, k).index_add_(1, self.levels, stats) / stats.new_tensor(self.block_sizes)
+        acc = stats[1].mean()  # the mean over positions of per-position means: the mean over tokens
+        loss_k, acc_k = per_scale.unbind(0)  # (K,) each
+        out = {"acc": acc, "loss_last": loss_k[-1], "acc_last": acc_k[-1], "loss_scale_mean": loss_k.mean(),
+               "acc_scale_mean": acc_k.mean()}
+        for i in range(k):
+            out[f"loss_s{i}"], out[f"acc_s{i}"] = loss_k[i], acc_k[i]
         return out
 
     # ------------------------------------------------------------------ incremental decoding
@@ -160,13 +167,14 @@ class VAR(Generator):
         b = labels.shape[0]
         all_labels, doubled = self.guidance_labels(labels, cfg)
         cond = self.class_embed(all_labels)
+        mods, head_mod = self.transformer.modulations(cond), self.head.modulation(cond)  # once: the class is fixed
         x = cond[:, None] + self.start_pos
         f_hat, offset, chosen = None, 0, []
-        self.transformer.start_cache()
+        self.transformer.start_cache(self.seq_len)
         try:
             for k, pn in enumerate(self.scales):
-                h = self.transformer(self._embed(x, offset), cond)
-                logits = self.head(h, cond)
+                h = self.transformer(self._embed(x, offset), cond, mods=mods)
+                logits = self.head(h, cond, head_mod)
                 w = guidance_weight(cfg, cfg_schedule, k / max(1, len(self.scales) - 1)) if doubled else None
                 idx = choose(k, split_guided(logits, w))  # (B, pn^2)
                 chosen.append(idx)
@@ -240,10 +248,10 @@ class VAR(Generator):
             return 3 * (self.transformer.flops(L) + embed + head) + phi
         require_sampling(cfg=cfg)
         # cached: scale k's tokens attend to all tokens up to and including scale k
-        attn_total, seen = 0.0, 0
+        attn_total, seen = self.transformer.flops(0), 0  # the modulations: once per sampling call
         for n in self.block_sizes:
             seen += n
-            attn_total += self.transformer.flops(n, seen)
+            attn_total += self.transformer.flops(n, seen, adaln=False)
         phi = len(self.scales) * 2 * 9 * d * d * side * side
         mult = 2 if cfg else 1
         return mult * (attn_total + embed + head) + phi

@@ -49,8 +49,8 @@ class ViTBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        x = x + self.drop_path(self.attn_drop(self.attn(self.norm1(x), mask, None, cache)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.drop_path.add(x, self.attn_drop(self.attn(self.norm1(x), mask, None, cache)))
+        return self.drop_path.add(x, self.mlp(self.norm2(x)))
 
 
 class ViT(nn.Module):
@@ -68,13 +68,18 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(ViTBlock(width, heads, mlp_ratio, qk_norm, dropout, rate) for rate in rates)
         self.caches: list[KVCache] | None = None
 
-    def start_cache(self) -> None:
-        self.caches = [KVCache() for _ in self.blocks]
+    def start_cache(self, capacity: int | None = None) -> None:
+        """Start incremental decoding; ``capacity``: the positions to preallocate (the sequence length)."""
+        self.caches = [KVCache(capacity) for _ in self.blocks]
 
     def stop_cache(self) -> None:
         self.caches = None
 
-    def forward(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def modulations(self, cond: Tensor | None) -> None:
+        """No class conditioning in the blocks: nothing to precompute (the shared backbone's interface)."""
+        return None
+
+    def forward(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None, mods: None = None) -> Tensor:
         for i, block in enumerate(self.blocks):
             x = block(x, mask, self.caches[i] if self.caches is not None else None)
         return x
