@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from genarena.checkpoints import resolve_checkpoint
 from genarena.comparison.pipeline import hardware, over_seeds, reference_rows
 from genarena.comparison.plots import class_grid, save_frontier, save_sample_panels
-from genarena.comparison.report import REFERENCE_TABLE, fmt, markdown_table, write_results
+from genarena.comparison.report import REFERENCE_TABLE, fmt, markdown_table, seeds_line, write_results
 from genarena.errors import GenArenaError
 from genarena.evaluation import make_evaluator, score_generator
 from genarena.generators import load_generator
@@ -151,16 +151,6 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def matrix_seeds_line(meta: dict[str, Any]) -> str:
-    """What the numbers are over: one training seed, or the mean ± sample std over several."""
-    seeds = meta.get("seeds") or [0]
-    if len(seeds) == 1:
-        return (f"- One training seed ({seeds[0]}): no error bars; `genarena-train -m +sweep=matrix seed=0,1,2` trains "
-                "three per cell, and this report then shows mean ± std, so a difference can be told from seed noise.")
-    return (f"- {len(seeds)} training seeds ({', '.join(map(str, seeds))}): every cell is the mean ± sample standard "
-            "deviation over its seeds; reference rows do not depend on the seed.")
-
-
 def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[str, Any]],
                         meta: dict[str, Any]) -> Path:
     """``report.md``, ``results.csv`` and ``results.json`` in ``out``; returns the report's path."""
@@ -186,7 +176,7 @@ def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[s
         f"paper's), its {meta['checkpoint']} checkpoint, batch {meta['batch_size']}, on {meta['device']}; sampling "
         "steps count sequential network passes (a diffusion head adds its reverse chain to each).",
         f"- Command: `{meta['command']}`; hardware: {meta['hardware']}; {meta['total_min']:.1f} min.",
-        matrix_seeds_line(meta), "",
+        seeds_line(meta, "`genarena-train -m +sweep=matrix seed=0,1,2`, then `genarena-matrix`,"), "",
     ]
     for title, key, spec in GRIDS:
         lines += [f"## {title}", "", *grid_table(rows, key, spec), ""]
