@@ -248,7 +248,8 @@ def test_the_matrix_report_lays_out_orders_by_heads(tmp_path):
     assert "| raster (`ar`) | 20.00 `ar` | 15.00 `mar` |" in report
     assert "| masked (`maskgit`) | 10.00 ± 1.00 `maskgit` | 10.50 ± 1.00 `mar` |" in report
     assert "| next-scale (`var`) | 12.00 `var` | missing |" in report
-    assert "640,000 (128) `var`" in report and "0.0100 (6 steps) `ar`" in report
+    assert "640,000 (128) `var`" in report and "0.0100 (6 steps) `ar`" in report and "closest to 640,000 " in report
+    assert "Equal training budget: 3,000 steps, 96,000 images for every cell" in report
     assert "the CE head | raster x diffusion vs raster x ce | holds (15.00 vs 20.00) |" \
         in report
     assert "masked x diffusion vs masked x ce | within seed noise (10.50 vs 10.00)" in report

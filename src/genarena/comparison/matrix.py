@@ -115,7 +115,7 @@ def grid_table(rows: list[dict[str, Any]], key: str, spec: str) -> list[str]:
             several = (r.get("seeds") or 1) > 1
             text = fmt(r.get(key), spec, r.get(f"{key}_std") if several else None)
             if key == "params_non_embedding":
-                text += f" ({fmt(r.get('width'), '{}')})"
+                text += f" ({fmt(r.get('width'), '{:.0f}')})"
             elif key == "sample_s_per_image":
                 text += f" ({fmt(r.get('sampling_steps'), '{:.0f}')} steps)"
             cells.append(f"{text} `{r['paradigm']}`")
@@ -141,7 +141,9 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     by_cell = {(r["order"], r["head"]): r for r in rows}
     lines = ["| claim | cells compared | FID |", "|---|---|---|"]
     for order in ORDERS:
-        lines.append(f"| MAR: the diffusion head beats the CE head | {order} x diffusion vs {order} x ce | "
+        carried = " (carried to next-scale)" if order == "next-scale" else ""
+        claim = f"MAR: the diffusion head beats the CE head{carried}"
+        lines.append(f"| {claim} | {order} x diffusion vs {order} x ce | "
                      f"{verdict(by_cell.get((order, 'diffusion')), by_cell.get((order, 'ce')))} |")
     for head in HEADS:
         lines.append(f"| VAR: the next-scale order beats the raster order | next-scale x {head} vs raster x {head} | "
@@ -154,18 +156,18 @@ def write_matrix_report(out: Path, rows: list[dict[str, Any]], refs: list[dict[s
     """``report.md``, ``results.csv`` and ``results.json`` in ``out``; returns the report's path."""
     write_results(out, rows, refs, meta)
     extractor, n = meta["extractor"], meta["num_samples"]
-    targets = sorted({r["match_params"] for r in rows if r.get("match_params")})
-    budget = sorted({(fmt(r.get("steps"), "{}"), fmt(r.get("images_seen"), "{:,}")) for r in rows}, key=str)
+    targets = sorted({int(r["match_params"]) for r in rows if r.get("match_params")})
+    budget = sorted({f"{fmt(r.get('steps'), '{:,.0f}')} steps, {fmt(r.get('images_seen'), '{:,.0f}')} images"
+                     for r in rows})
     lines = [
         f"# The order x head matrix: {meta['name']}", "",
         "Three generation orders (raster, masked, next-scale) x two per-token heads (cross-entropy on VQ indices, "
         f"MAR's diffusion head on continuous tokens), on one backbone, trained on `{meta['data']}` "
         f"(`{meta['runs']}`).", "",
         f"- Equal non-embedding parameters: each cell's width is the one closest to "
-        f"{', '.join(fmt(t, '{:,}') for t in targets) or 'the configured width (match_params not set)'} "
+        f"{', '.join(f'{t:,}' for t in targets) or 'the configured width (match_params not set)'} "
         "(`match_params`); the counts are in the tables.",
-        "- Equal training budget: (steps, images seen) = "
-        f"{', '.join(f'({a}, {b})' for a, b in budget)} for every cell.",
+        f"- Equal training budget: {'; '.join(budget)} for every cell.",
         f"- Every FID / IS / precision / recall: **N = {n}** images vs the real `{meta['split']}` split "
         f"({meta['n_real']} images), **{extractor}** features{meta['extractor_note']}.",
         f"- Class accuracy: the domain classifier's label agrees with the requested class (its real validation "
