@@ -14,7 +14,10 @@ threads; each figure is the seconds of one call, and a ratio is genarena / offic
 - MAR: width 256, 2 + 2 ViT blocks, a 3-block denoiser of width 256 with the learned variance, buffer 64, 8x8 tokens
   of 16 dims, 1000 classes; training step at batch 16, forward, and sampling at batch 1 and 16 with 16 steps x 100
   diffusion steps, CFG 2 (MAR's cfg; genarena's w = 1) ramped linearly. Also genarena's DDIM (25 steps, eta 0), which
-  has no official counterpart (its ratio is against the official DDPM-100 run).
+  has no official counterpart (its ratio is against the official DDPM-100 run; the report also gives it against
+  genarena's DDPM-100 in the same rounds).
+- ``torch.compile``: genarena's VAR training step (depth 4) with the forward and loss compiled, against the same step
+  eagerly, alternating (``--no-compile`` skips it; a compiler failure is written into the report, not raised).
 - Peak: the best rate of a 2048 x 2048 fp32 matmul in this process, and the training rate of VAR at depth 8
   (width 512) and batch 64 as a share of it (analytic FLOPs, ``flops_per_image``), both sides.
 
@@ -25,7 +28,8 @@ Getting the official code (nothing of it is committed here) and what it imports:
     pip install timm==0.9.12 huggingface_hub      # MAR imports timm's ViT block, VAR's model huggingface_hub
     python benchmarks/vs_official.py --var-repo official/VAR --mar-repo official/mar [--rounds 5] [--threads 2]
 
-``--quick`` runs one round at batch 4 (a smoke test; its figures are not the benchmark's). Writes
+``--quick`` runs one round with training at batch 4 and one depth-8 step per side (a smoke test; its figures are not
+the benchmark's). Writes
 ``vs_official.json`` / ``.md`` into ``--out`` (default: this folder).
 """
 
@@ -137,7 +141,7 @@ def var_data(m: dict, batch: int, seed: int) -> tuple[list[torch.Tensor], torch.
     return per_scale, torch.cat(per_scale, 1), labels
 
 
-def var_cases(m: dict, batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
+def var_cases(m: dict, batch: int, sample_batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
     official, ours, quant = m["official"], m["ours"], m["vae"].quantize
     per_scale, tokens, labels = var_data(m, batch, 0)
     v = VAR_CFG["vocab_size"]
@@ -181,7 +185,7 @@ def var_cases(m: dict, batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
         ours.loss(tokens, labels)
 
     def sampling(b: int) -> dict[str, Callable[[], Any]]:
-        lab = labels[:b] if b <= batch else torch.arange(b) % VAR_CFG["num_classes"]
+        lab = labels[:b] if b <= batch else torch.arange(b) % VAR_CFG["num_classes"]  # (b,)
 
         @torch.no_grad()
         def off() -> None:
@@ -199,7 +203,34 @@ def var_cases(m: dict, batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
 
     return {f"VAR train step (batch {batch})": {"official": official_train, "genarena": ours_train},
             f"VAR forward + loss (batch {batch})": {"official": official_forward, "genarena": ours_forward},
-            "VAR sampling (batch 1)": sampling(1), f"VAR sampling (batch {batch})": sampling(batch)}
+            "VAR sampling (batch 1)": sampling(1), f"VAR sampling (batch {sample_batch})": sampling(sample_batch)}
+
+
+def compile_case(m: dict, batch: int, log) -> tuple[dict[str, Callable[[], Any]] | None, str | None]:
+    """genarena's VAR training step with the loss (forward and cross-entropy; backward through AOTAutograd) under
+    ``torch.compile`` and eagerly, on the same model and optimizer. Compiles in the warm-up call; returns
+    ``(None, error)`` where compiling or the first compiled step fails (no C++ compiler, an unsupported op, ...)."""
+    ours = m["ours"]
+    _, tokens, labels = var_data(m, batch, 0)
+    opt = adamw(ours)
+    compiled_loss = torch.compile(lambda t, y: ours.loss(t, y)["loss"])
+
+    def step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        ours.train()
+        loss = loss_fn(tokens, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ours.parameters(), CLIP)
+        opt.step()
+
+    t0 = time.perf_counter()
+    try:
+        step(compiled_loss)
+    except Exception as e:  # noqa: BLE001 (any compiler failure is a result to report, not a crash)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return None, f"{type(e).__name__}: {first[:300]}"
+    log(f"torch.compile: the first compiled training step took {time.perf_counter() - t0:.1f} s")
+    return {"compiled": lambda: step(compiled_loss), "eager": lambda: step(lambda t, y: ours.loss(t, y)["loss"])}, None
 
 
 # ------------------------------------------------------------------------------------------- MAR
@@ -234,7 +265,7 @@ class FixedRatio:
         return [self.ratio] * n
 
 
-def mar_cases(m: dict, batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
+def mar_cases(m: dict, batch: int, sample_batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
     from genarena.generators.mar import truncnorm_mean
 
     official, ours = m["official"], m["ours"]
@@ -247,6 +278,7 @@ def mar_cases(m: dict, batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
     latents = torch.randn(batch, d, grid, grid, generator=g)  # the official input: (B, D, h, w)
     tokens = official.patchify(latents)  # genarena's: (B, L, D)
     labels = torch.randint(0, MAR_CFG["class_num"], (batch,), generator=g)
+    sample_labels = torch.randint(0, MAR_CFG["class_num"], (sample_batch,), generator=g)
     opt_o, opt_g = adamw(official), adamw(ours)
 
     def step(model, opt, loss_fn) -> None:
@@ -268,7 +300,7 @@ def mar_cases(m: dict, batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
         ours.loss(tokens, labels)
 
     def sampling(b: int, ddim: bool = False) -> dict[str, Callable[[], Any]]:
-        lab = labels[:b]
+        lab = sample_labels[:b]
         s = MAR_SAMPLING
 
         @torch.no_grad()
@@ -291,8 +323,8 @@ def mar_cases(m: dict, batch: int) -> dict[str, dict[str, Callable[[], Any]]]:
                                                   "genarena": lambda: step(ours, opt_g,
                                                                            lambda: ours.loss(tokens, labels)["loss"])},
             f"MAR forward + loss (batch {batch})": {"official": official_forward, "genarena": ours_forward},
-            "MAR sampling (batch 1)": sampling(1), f"MAR sampling (batch {batch})": sampling(batch),
-            f"MAR sampling, genarena DDIM-25 (batch {batch})": sampling(batch, ddim=True)}
+            "MAR sampling (batch 1)": sampling(1), f"MAR sampling (batch {sample_batch})": sampling(sample_batch),
+            f"MAR sampling, genarena DDIM-25 (batch {sample_batch})": sampling(sample_batch, ddim=True)}
 
 
 # ------------------------------------------------------------------------------------------- timing
@@ -334,27 +366,31 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def run_rounds(cases: dict[str, dict[str, Callable[[], Any]]], rounds: int, log) -> dict[str, dict[str, list[float]]]:
-    """Each case: one warm-up call per side, then ``rounds`` rounds, genarena first in even rounds."""
-    times = {name: {"genarena": [], "official": []} for name in cases}
-    for sides in cases.values():
-        for fn in sides.values():
-            fn()
+def run_rounds(cases: dict[str, dict[str, Callable[[], Any]]], rounds: int, log,
+               warm: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Each case (two sides): one warm-up call per side (unless ``warm=False``: done already), then ``rounds``
+    rounds, the first side first in even rounds."""
+    times = {name: {side: [] for side in sides} for name, sides in cases.items()}
+    if warm:
+        for sides in cases.values():
+            for fn in sides.values():
+                fn()
     for r in range(rounds):
         for name, sides in cases.items():
-            order = ("genarena", "official") if r % 2 == 0 else ("official", "genarena")
+            order = list(sides) if r % 2 == 0 else list(sides)[::-1]
             for side in order:
                 times[name][side].append(timed(sides[side]))
-            log(f"round {r}: {name}: genarena {times[name]['genarena'][-1]:.3f} s, official "
-                f"{times[name]['official'][-1]:.3f} s")
+            log(f"round {r}: {name}: " + ", ".join(f"{side} {times[name][side][-1]:.3f} s" for side in sides))
     return times
 
 
-def summarise(times: dict[str, list[float]]) -> dict[str, float]:
-    g, o = times["genarena"], times["official"]
+def summarise(times: dict[str, list[float]], num: str = "genarena", den: str = "official") -> dict[str, float]:
+    """Best and median seconds per side, and the ratio ``num / den``: of the best times, and per round (median,
+    min, max)."""
+    g, o = times[num], times[den]
     per_round = [a / b for a, b in zip(g, o)]
-    return {"genarena_min": min(g), "genarena_median": statistics.median(g), "official_min": min(o),
-            "official_median": statistics.median(o), "ratio_of_min": min(g) / min(o),
+    return {f"{num}_min": min(g), f"{num}_median": statistics.median(g), f"{den}_min": min(o),
+            f"{den}_median": statistics.median(o), "ratio_of_min": min(g) / min(o),
             "ratio_median": statistics.median(per_round), "ratio_min": min(per_round), "ratio_max": max(per_round)}
 
 
@@ -408,6 +444,26 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
             f"{p['genarena_share']:.0%}, official {p['official_share']:.0%} (floor >= 70%: "
             f"{'met' if p['genarena_share'] >= 0.7 else 'NOT met'}). Per step: {per_step}.",
         ]
+    d = results.get("ddim_vs_ddpm")
+    if d:
+        lines += ["", f"MAR, genarena's DDIM ({DDIM['diffusion_steps']} steps, eta {DDIM['eta']}) against its DDPM "
+                  f"({MAR_SAMPLING['diffusion_steps']} steps), sampling at batch {d['batch']} in the same rounds: "
+                  f"{d['ddim_min']:.3f} s vs {d['ddpm_min']:.3f} s (best), per-round ratio median "
+                  f"{d['ratio_median']:.2f} [{d['ratio_min']:.2f}, {d['ratio_max']:.2f}]. Its sample quality (FID "
+                  "against the DDPM default) is not measured here (random weights)."]
+    c = results.get("compile")
+    if c:
+        if c.get("error"):
+            lines += ["", f"`torch.compile` of genarena's VAR training step (batch {c['batch']}): failed on this "
+                      f"machine, so not timed: `{c['error']}`."]
+        else:
+            lines += ["", f"`torch.compile` of genarena's VAR training step (forward and loss compiled, backward "
+                      f"through AOTAutograd; batch {c['batch']}), against the same step eagerly, alternating over "
+                      f"{len(c['compiled_s'])} rounds after a compiling call of {c['first_step_s']:.1f} s: "
+                      f"compiled {c['compiled_min']:.3f} / {c['compiled_median']:.3f} s, eager {c['eager_min']:.3f} "
+                      f"/ {c['eager_median']:.3f} s (best / median); compiled / eager: ratio of best "
+                      f"{c['ratio_of_min']:.2f}, per-round median {c['ratio_median']:.2f} [{c['ratio_min']:.2f}, "
+                      f"{c['ratio_max']:.2f}]."]
     if meta.get("notes"):
         lines += ["", *meta["notes"]]
     (out / "vs_official.md").write_text("\n".join(lines) + "\n")
@@ -430,17 +486,20 @@ def main() -> None:
     parser.add_argument("--mar-repo", type=Path, required=True, help="work tree of LTH14/mar")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16, help="batch of the training step and forward cases")
+    parser.add_argument("--sample-batch", type=int, default=16, help="the larger sampling batch (the other is 1)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile arm")
     parser.add_argument("--peak-rounds", type=int, default=2, help="timed depth-8 training steps per side")
     parser.add_argument("--only", choices=["var", "mar"], default=None)
-    parser.add_argument("--quick", action="store_true", help="one round at batch 4, no depth-8 run: a smoke test")
+    parser.add_argument("--quick", action="store_true",
+                        help="one round, training at batch 4, one depth-8 step per side: a smoke test")
     parser.add_argument("--conditions", default="", help="a note on the machine's state, copied into the report")
     parser.add_argument("--var-commit", default=None, help="the official VAR commit (default: read from the clone)")
     parser.add_argument("--mar-commit", default=None, help="the official MAR commit (default: read from the clone)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.batch, args.peak_rounds = 1, 4, 0
+        args.rounds, args.batch, args.peak_rounds = 1, 4, min(args.peak_rounds, 1)
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
     start = time.perf_counter()
@@ -451,11 +510,11 @@ def main() -> None:
     if args.only in (None, "var"):
         var = build_var(args.var_repo, VAR_CFG["depth"])
         params["var"] = {"genarena": var["ours"].num_params(), "official": num_params(var["official"])}
-        cases.update(var_cases(var, args.batch))
+        cases.update(var_cases(var, args.batch, args.sample_batch))
     if args.only in (None, "mar"):
         mar = build_mar(args.mar_repo)
         params["mar"] = {"genarena": mar["ours"].num_params(), "official": num_params(mar["official"])}
-        cases.update(mar_cases(mar, args.batch))
+        cases.update(mar_cases(mar, args.batch, args.sample_batch))
     for name, p in params.items():
         if p["genarena"] != p["official"]:
             raise SystemExit(f"{name}: parameter counts differ ({p}); the comparison needs equal networks")
@@ -464,12 +523,25 @@ def main() -> None:
     peaks = [matmul_peak(3)]
     times = run_rounds(cases, args.rounds, log)
     peaks.append(matmul_peak(3))
+    compiled: dict[str, Any] | None = None
+    if not args.no_compile and args.only in (None, "var"):
+        t0 = time.perf_counter()
+        sides, error = compile_case(var, args.batch, log)
+        compiled = {"batch": args.batch, "error": error, "first_step_s": time.perf_counter() - t0}
+        if sides is None:
+            log(f"torch.compile failed: {error}")
+        else:
+            sides["eager"]()  # the compiled side was warmed up by compiling
+            name = "compile"
+            c_times = run_rounds({name: sides}, args.rounds, log, warm=False)[name]
+            compiled.update(summarise(c_times, "compiled", "eager"), compiled_s=c_times["compiled"],
+                            eager_s=c_times["eager"])
 
     peak: dict[str, Any] = {"matmul_gflops": max(peaks), "rounds": args.peak_rounds}
     if args.peak_rounds and args.only in (None, "var"):
         del var
         big = build_var(args.var_repo, VAR_PEAK_DEPTH)
-        sides = var_cases(big, VAR_PEAK_BATCH)[f"VAR train step (batch {VAR_PEAK_BATCH})"]
+        sides = var_cases(big, VAR_PEAK_BATCH, 1)[f"VAR train step (batch {VAR_PEAK_BATCH})"]
         flops = big["ours"].flops_per_image(True) * VAR_PEAK_BATCH
         shares = peak_share_rounds(sides, args.peak_rounds, flops, log)
         peak.update(shares, train_gflop_per_step=flops / 1e9)
@@ -479,6 +551,7 @@ def main() -> None:
         "cases": {name: {**summarise(t), "genarena_s": t["genarena"], "official_s": t["official"]}
                   for name, t in times.items()},
         "peak": peak,
+        "compile": compiled,
         "meta": {"rounds": args.rounds, "threads": args.threads, "batch": args.batch, "params": params,
                  "hardware": hardware(), "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
                  "torch": torch.__version__, "total_min": (time.perf_counter() - start) / 60,
@@ -488,8 +561,17 @@ def main() -> None:
                  "var_config": {k: list(v) if isinstance(v, tuple) else v for k, v in VAR_CFG.items()},
                  "mar_config": MAR_CFG, "mar_sampling": MAR_SAMPLING, "ddim": DDIM},
     }
+    ddim = f"MAR sampling, genarena DDIM-25 (batch {args.sample_batch})"
+    if ddim in times:
+        pair = {"ddim": times[ddim]["genarena"], "ddpm": times[f"MAR sampling (batch {args.sample_batch})"]["genarena"]}
+        results["ddim_vs_ddpm"] = {**summarise(pair, "ddim", "ddpm"), "batch": args.sample_batch, **{
+            f"{k}_s": v for k, v in pair.items()}}
     if peak.get("train_gflop_per_step") is None:
-        results["meta"]["notes"] = ["(The depth-8 run was skipped: `--quick` or `--peak-rounds 0`.)"]
+        results["meta"]["notes"] = ["(The depth-8 run was skipped: `--peak-rounds 0` or `--only mar`.)"]
+    if args.quick:
+        results["meta"]["notes"] = [*results["meta"].get("notes", []), "(`--quick`: one round, training at batch "
+                                    f"{args.batch}, {args.peak_rounds} depth-8 step(s) per side; a smoke test, not "
+                                    "the benchmark.)"]
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.quick or args.out != OUT:
         write_report(args.out, results)

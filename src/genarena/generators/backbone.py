@@ -24,7 +24,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genarena.generators.adaln import gated_add, modulate
 from genarena.generators.heads import CEHead
 
 
@@ -47,14 +46,6 @@ def block_causal_mask(block_sizes: list[int]) -> Tensor:
 def causal_mask(length: int) -> Tensor:
     """Boolean lower-triangular ``(L, L)`` mask (query i sees keys 0..i)."""
     return torch.ones(length, length, dtype=torch.bool).tril()
-
-
-def attention_bias(mask: Tensor | None) -> Tensor | None:
-    """A boolean mask (True = may attend) as the additive float bias SDPA runs faster with (0 / -inf); the same
-    attention. Floats and None pass through. The stacks convert once per forward, not once per layer."""
-    if mask is None or mask.dtype != torch.bool:
-        return mask
-    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def drop_labels(labels: Tensor, p: float, null_class: int, generator: torch.Generator | None = None) -> Tensor:
@@ -157,8 +148,6 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)
-        if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
-            mask = mask.to(q.dtype)  # an additive bias under autocast
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
@@ -218,12 +207,12 @@ class Block(nn.Module):
                 cache: KVCache | None = None, mod: Tensor | None = None) -> Tensor:
         """``mod``: :meth:`modulation` of ``cond`` computed beforehand (sampling: once per call, not per step)."""
         g1, g2, s1, s2, b1, b2 = (self.modulation(cond) if mod is None else mod).unbind(2)  # (B, 1, C) each
-        h = self.attn(modulate(self.norm1(x), s1, b1), mask, rope, cache)
+        h = self.attn(torch.addcmul(b1, self.norm1(x), 1 + s1), mask, rope, cache)
         scale = self.drop_path.keep_scale(x)
-        x = gated_add(x, g1 if scale is None else g1 * scale, h)
-        h = self.mlp(modulate(self.norm2(x), s2, b2))
+        x = torch.addcmul(x, g1 if scale is None else g1 * scale, h)
+        h = self.mlp(torch.addcmul(b2, self.norm2(x), 1 + s2))
         scale = self.drop_path.keep_scale(x)
-        return gated_add(x, g2 if scale is None else g2 * scale, h)
+        return torch.addcmul(x, g2 if scale is None else g2 * scale, h)
 
 
 # the final AdaLN + projection of the CE orders lives with the other heads (genarena.generators.heads); the old
@@ -265,7 +254,6 @@ class Transformer(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, rope=None,
                 mods: list[Tensor] | None = None) -> Tensor:
-        mask = attention_bias(mask)
         for i, block in enumerate(self.blocks):
             x = block(x, cond, mask, rope, self.caches[i] if self.caches is not None else None,
                       None if mods is None else mods[i])

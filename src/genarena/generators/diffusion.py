@@ -38,8 +38,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from genarena.generators.adaln import gated_add, modulate
-
 DIFFUSION_LOSSES = ("eps", "learned_sigma")
 NOISE_SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddpm", "ddim")  # ddpm: the paper's ancestral chain | ddim: Song et al.'s, eta sets its noise
@@ -168,7 +166,7 @@ class ResBlockAdaLN(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale, gate = self.ada(c).chunk(3, dim=-1)
-        return gated_add(x, gate, self.mlp(modulate(self.norm(x), scale, shift)))
+        return torch.addcmul(x, gate, self.mlp(torch.addcmul(shift, self.norm(x), 1 + scale)))
 
 
 class DenoiserMLP(nn.Module):
@@ -230,7 +228,7 @@ class DenoiserMLP(nn.Module):
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
-        return self.out(modulate(self.final_norm(h), scale, shift))  # (N, out_dim)
+        return self.out(torch.addcmul(shift, self.final_norm(h), 1 + scale))  # (N, out_dim)
 
     def flops(self) -> float:
         """Forward FLOPs for one token (timestep and condition embeddings included, as in training)."""

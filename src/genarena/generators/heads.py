@@ -20,10 +20,10 @@ A head that does not fit the tokens (CE on vectors, diffusion on indices) is an 
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
-from genarena.generators.adaln import modulate
 from genarena.generators.diffusion import DiffusionLoss
 
 HEADS = ("ce", "diffusion")
@@ -51,7 +51,7 @@ class AdaLNNorm(nn.Module):
     def forward(self, x: Tensor, cond: Tensor, mod: Tensor | None = None) -> Tensor:
         """``mod``: :meth:`modulation` of ``cond`` computed beforehand (sampling: once per call)."""
         scale, shift = (self.modulation(cond) if mod is None else mod).unbind(2)  # (B, 1, C) each
-        return modulate(self.norm(x), scale, shift)
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
 
 
 class CEHead(AdaLNNorm):

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genarena.generators.backbone import DropPath, KVCache, apply_rope, attention_bias, rope_2d
+from genarena.generators.backbone import DropPath, KVCache, apply_rope, rope_2d
 
 NORM_EPS = 1e-5  # LlamaGen's RMSNorm epsilon
 INIT_STD = 0.02  # LlamaGen's initializer_range
@@ -63,8 +63,6 @@ class LlamaAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, T, D)
-        if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
-            mask = mask.to(q.dtype)  # an additive bias under autocast
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, n, D)
         return self.drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
@@ -144,7 +142,6 @@ class LlamaTransformer(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None, rope=None,
                 mods: None = None) -> Tensor:
-        mask = attention_bias(mask)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, rope, self.caches[i] if self.caches is not None else None)
         return x

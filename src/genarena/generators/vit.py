@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from genarena.generators.backbone import Attention, DropPath, KVCache, attention_bias
+from genarena.generators.backbone import Attention, DropPath, KVCache
 
 
 class ViTMLP(nn.Module):
@@ -80,7 +80,6 @@ class ViT(nn.Module):
         return None
 
     def forward(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None, mods: None = None) -> Tensor:
-        mask = attention_bias(mask)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, self.caches[i] if self.caches is not None else None)
         return x
