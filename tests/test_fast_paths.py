@@ -304,3 +304,23 @@ def test_mar_samples_with_ddim_from_the_config():
     for bad, needle in (("generator.sampling.sampler=euler", "ddpm, ddim"), ("generator.sampling.eta=1.5", "eta")):
         with pytest.raises(ConfigError, match=needle):
             validate(compose_cfg(["generator=mar", bad]))
+
+
+def test_a_mar_checkpoint_from_before_the_sampler_option_loads_with_ddpm_and_takes_ddim(tmp_path):
+    from genarena.generators import load_generator
+    from genarena.generators.generate import merge_sampling
+
+    from .conftest import GENERATOR_CFGS, KL_CFG, tiny_generator
+
+    gen, tok = tiny_generator("mar")
+    old_cfg = {**GENERATOR_CFGS["mar"], "sampling": {k: v for k, v in GENERATOR_CFGS["mar"]["sampling"].items()
+                                                      if k not in ("sampler", "eta")}}
+    sd = {**{f"tokenizer.{k}": v for k, v in tok.state_dict().items()},
+          **{f"generator.{k}": v for k, v in gen.state_dict().items()}}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": sd, "global_step": 1, "hyper_parameters": {
+        "role": "generator", "generator": old_cfg, "tokenizer": KL_CFG, "data": {"channels": 1, "resolution": 32},
+        "num_classes": 10}}, path)
+    _, _, hp = load_generator(path)
+    assert hp["generator"]["sampling"]["sampler"] == "ddpm" and hp["generator"]["sampling"]["eta"] == 0.0
+    assert merge_sampling(hp["generator"]["sampling"], {"sampler": "ddim"})["sampler"] == "ddim"

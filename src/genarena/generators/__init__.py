@@ -30,6 +30,9 @@ ADDED_KEYS: dict[str, dict[str, Any]] = {
     "ar": {"backbone": "shared", "ffn_multiple_of": 256},
     "mar": {"backbone": "shared", "diffusion_loss": "eps"},
 }
+# sampling options added later, with the behaviour older checkpoints sampled with (filled in by load_generator, so
+# that ``sampling.<key>=`` overrides apply to them too)
+ADDED_SAMPLING_KEYS: dict[str, dict[str, Any]] = {"mar": {"sampler": "ddpm", "eta": 0.0}}
 
 
 def generator_class(cfg: Mapping[str, Any]) -> tuple[type[Generator], tuple[str, ...]]:
@@ -86,7 +89,9 @@ def load_generator(path: str | Path, use_ema: bool = True, *,
     tokenizer.eval().requires_grad_(False)
     generator.eval().requires_grad_(False)
     weights = ("ema" if use_ema else "trained") if averaged else hp.get("weights", "trained")
-    return generator, tokenizer, dict(hp, path=ckpt["path"], weights=weights)
+    gen_cfg = dict(hp["generator"])
+    gen_cfg["sampling"] = {**ADDED_SAMPLING_KEYS.get(gen_cfg["name"], {}), **gen_cfg.get("sampling", {})}
+    return generator, tokenizer, dict(hp, generator=gen_cfg, path=ckpt["path"], weights=weights)
 
 
 __all__ = ["GENERATORS", "VARIANTS", "Generator", "VAR", "RasterAR", "MaskGIT", "MAR", "RasterMAR", "VARDiffusion",
