@@ -33,6 +33,11 @@ benchmarks:  ## re-run the benchmark scripts (long: about 2 hours on 2 cores); f
 	$(BIN)/python benchmarks/tokenizers.py
 	$(BIN)/python benchmarks/generators.py
 	$(BIN)/python benchmarks/sampling_speed.py
+	@if [ -d runs/compare/mnist5k ]; then \
+		$(BIN)/python benchmarks/editing.py --runs runs/compare/mnist5k && $(BIN)/python benchmarks/mar_samplers.py; \
+	else \
+		echo "skipping benchmarks/editing.py and mar_samplers.py: they score make compare's runs (run make compare first)"; \
+	fi
 	$(BIN)/python benchmarks/official_architectures.py
 	$(BIN)/python benchmarks/cli_startup.py
 	@if [ -d "$(OFFICIAL)/VAR" ] && [ -d "$(OFFICIAL)/mar" ]; then \

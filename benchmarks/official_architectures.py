@@ -10,10 +10,11 @@ networks instead (docs/architecture.md). This benchmark trains both on mnist5k, 
 
 Within a pair: the same tokenizer run (the newest finished ``vq`` / ``kl`` run under
 ``--tokenizers-from``, default ``--runs-dir``; trained with genarena-compare's tokenizer budget when there is none),
-the same depth, and the same training budget (``compare.generator_args`` of ``conf/compare.yaml``: what
-``make compare`` gives each paradigm). The official arm's width is the one (in steps of 4 x heads) whose parameter
-count is closest to the shared arm's. Each arm is judged
-as genarena-compare judges a paradigm: ``compare.num_samples`` class-balanced samples (seed ``compare.seed``) at
+the same depth, and the same number of training steps (``STEPS``: about what ``make compare``'s 3-minute budget
+gives each paradigm on 2 quiet CPU cores, so both arms see the same images however fast each runs and however busy
+the machine is; ``--steps pair=N`` changes it). The official arm's width is the one (in steps of 4 x heads) whose
+parameter count is closest to the shared arm's. Each arm is judged as genarena-compare judges a paradigm:
+``compare.num_samples`` class-balanced samples (seed ``compare.seed``) at
 ``eval.checkpoint`` (best: the lowest validation loss), FID with the domain classifier's features, class accuracy;
 plus the final and best validation losses (MAR: also ``val_mse``, the noise-prediction part, which compares across
 its two losses; ``learned_sigma``'s loss adds the VLB term). Writes ``official_architectures.json`` / ``.md`` into
@@ -45,6 +46,7 @@ OFFICIAL = {  # the official architecture of each pair: generator overrides (the
     "mar": ["generator.backbone=vit", "generator.qk_norm=false", "generator.dropout=0.1",
             "generator.diffusion_loss=learned_sigma"],
 }
+STEPS = {"ar": 1500, "mar": 500}  # training steps per pair, the same for both arms (no wall-clock cap)
 NAMES = {"ar": ("shared backbone", "LlamaGen GPT"), "mar": ("shared backbone", "MAR ViT + learned variance")}
 
 
@@ -126,7 +128,11 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
         "# Shared backbone vs official architectures (mnist5k, CPU)", "",
         "What the fairness choice costs: each paradigm on genarena's shared backbone (the default) and on its "
         "paper's network, at equal parameter count (the official arm's width is matched), the same depth, the same "
-        f"tokenizer run and the same training budget (`{' '.join(meta['budget'])}`, genarena-compare's per paradigm).",
+        "tokenizer run and the same number of training steps for both arms ("
+        + ", ".join(f"{pair}: {n:,}" for pair, n in meta["steps"].items())
+        + " steps at the config's batch size, no wall-clock cap; about what make compare's 3-minute budget gives each "
+        "paradigm on 2 quiet cores), so a slower architecture is not also a less trained one; `train min` shows the "
+        "time each took" + (f" (capped for a check: `{' '.join(meta['cap'])}`)" if meta["cap"] else "") + ".",
         "",
         f"- Judged as genarena-compare judges: {meta['num_samples']} class-balanced samples (seed {meta['seed']}) at "
         f"the `{meta['checkpoint']}` checkpoint; FID with the domain classifier's features (digest "
@@ -166,11 +172,19 @@ def main() -> None:
                              "runs/compare/mnist5k after `make compare`; missing ones are trained in --runs-dir")
     parser.add_argument("--pairs", nargs="+", default=list(OFFICIAL), choices=list(OFFICIAL))
     parser.add_argument("--samples", type=int, default=None, help="samples per arm (default: compare.num_samples)")
+    parser.add_argument("--steps", nargs="*", default=[], metavar="PAIR=N",
+                        help=f"training steps of both arms of a pair (default: {STEPS})")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="cap every job (tokenizers too) at this many steps: a quick end-to-end check")
     parser.add_argument("--out", default=str(OUT), help="folder for official_architectures.json / .md")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every generator job")
     args = parser.parse_args()
+    steps = dict(STEPS)
+    for item in args.steps:
+        pair, _, n = item.partition("=")
+        if pair not in OFFICIAL or not n.isdigit() or int(n) < 1:
+            parser.error(f"--steps {item}: expected PAIR=N with PAIR in {', '.join(OFFICIAL)} and N >= 1")
+        steps[pair] = int(n)
 
     from genarena.comparison.pipeline import as_overrides, hardware
     from genarena.config import compose
@@ -181,7 +195,7 @@ def main() -> None:
     runs_dir = Path(args.runs_dir)
     compare = compose("compare", []).compare
     cap = [f"trainer.max_steps={args.max_steps}"] if args.max_steps else []
-    tok_budget, gen_budget = as_overrides(compare.tokenizer_args), as_overrides(compare.generator_args)
+    tok_budget = as_overrides(compare.tokenizer_args)
     if args.samples:
         compare.num_samples = args.samples
     cfg = compose("config", ["data=mnist5k", "eval.extractor=domain", f"paths.runs_dir={runs_dir}"])
@@ -191,7 +205,8 @@ def main() -> None:
         tok_run = tokenizer_run(TOKENIZER_OF[pair], Path(args.tokenizers_from or runs_dir), runs_dir, tok_budget, cap)
         tokenizer, _ = load_tokenizer(tok_run)
         base = ["task=generator", f"generator={pair}", "data=mnist5k", f"tokenizer.ckpt={tok_run}",
-                f"paths.runs_dir={runs_dir}", "trainer.enable_progress_bar=false", *gen_budget, *cap, *args.overrides]
+                f"paths.runs_dir={runs_dir}", "trainer.enable_progress_bar=false",
+                f"trainer.max_steps={steps[pair]}", "trainer.max_time=null", *cap, *args.overrides]
         shared_params = params_of(base, tokenizer, MNIST_CLASSES)
         width = matching_width(base, OFFICIAL[pair], shared_params, tokenizer, MNIST_CLASSES)
         arms = {"shared": [], "official": [*OFFICIAL[pair], f"generator.width={width}"]}
@@ -201,7 +216,8 @@ def main() -> None:
                                   compare, cfg.eval.checkpoint)
             results["pairs"][pair][arm] = {"name": name, "overrides": extra, "tokenizer_run": str(tok_run), **row}
     results["meta"] = {
-        "budget": gen_budget + cap, "num_samples": int(compare.num_samples), "seed": int(compare.seed),
+        "steps": {pair: steps[pair] for pair in args.pairs}, "cap": cap, "num_samples": int(compare.num_samples),
+        "seed": int(compare.seed),
         "checkpoint": cfg.eval.checkpoint, "extractor": evaluator.extractor.describe(),
         "hardware": hardware(), "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
         "torch": torch.__version__, "total_min": (time.perf_counter() - start) / 60,
@@ -209,6 +225,7 @@ def main() -> None:
             [*([f"--tokenizers-from {args.tokenizers_from}"] if args.tokenizers_from else []),
              *(["--pairs", *args.pairs] if args.pairs != list(OFFICIAL) else []),
              *([f"--samples {args.samples}"] if args.samples else []),
+             *(["--steps", *args.steps] if args.steps else []),
              *([f"--max-steps {args.max_steps}"] if args.max_steps else []), *args.overrides]),
     }
     out = Path(args.out)

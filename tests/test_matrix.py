@@ -188,7 +188,7 @@ def test_the_matrix_sweep_composes_to_the_six_cells():
     for job in jobs:
         cfg = compose_cfg(["+sweep=matrix", *job])
         assert cfg.task == "generator" and cfg.tokenizer.ckpt == "auto" and cfg.match_params > 0
-        assert cfg.trainer.max_steps == 3000 and cfg.trainer.max_time is None  # one budget, no wall-clock cap
+        assert cfg.trainer.max_steps == 1200 and cfg.trainer.max_time is None  # one budget, no wall-clock cap
         name = cfg.logger.run_name
         resolve_head(cfg)
         cfg.tokenizer.ckpt = "x.ckpt"
