@@ -28,6 +28,9 @@ Getting the official code (nothing of it is committed here) and what it imports:
     pip install timm==0.9.12 huggingface_hub      # MAR imports timm's ViT block, VAR's model huggingface_hub
     python benchmarks/vs_official.py --var-repo official/VAR --mar-repo official/mar [--rounds 5] [--threads 2]
 
+Run it on an otherwise idle machine: where other jobs leave fewer free cores than ``--threads``, the threads wait on
+each other and single calls take several times longer (one round's ratio then says little).
+
 ``--quick`` runs one round with training at batch 4 and one depth-8 step per side (a smoke test; its figures are not
 the benchmark's). Writes
 ``vs_official.json`` / ``.md`` into ``--out`` (default: this folder).
@@ -213,7 +216,6 @@ def compile_case(m: dict, batch: int, log) -> tuple[dict[str, Callable[[], Any]]
     ours = m["ours"]
     _, tokens, labels = var_data(m, batch, 0)
     opt = adamw(ours)
-    compiled_loss = torch.compile(lambda t, y: ours.loss(t, y)["loss"])
 
     def step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         ours.train()
@@ -225,6 +227,7 @@ def compile_case(m: dict, batch: int, log) -> tuple[dict[str, Callable[[], Any]]
 
     t0 = time.perf_counter()
     try:
+        compiled_loss = torch.compile(lambda t, y: ours.loss(t, y)["loss"])
         step(compiled_loss)
     except Exception as e:  # noqa: BLE001 (any compiler failure is a result to report, not a crash)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
