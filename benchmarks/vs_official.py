@@ -397,6 +397,26 @@ def summarise(times: dict[str, list[float]], num: str = "genarena", den: str = "
             "ratio_median": statistics.median(per_round), "ratio_min": min(per_round), "ratio_max": max(per_round)}
 
 
+PROFILED = ("VAR sampling (batch {sb})", "VAR train step (batch {b})", "MAR train step (batch {b})")
+
+
+def profile_case(sides: dict[str, Callable[[], Any]], top: int = 8) -> dict[str, list[dict[str, Any]]]:
+    """Where one call's time goes, per side: the ``top`` operators by self CPU time (``torch.profiler``), each with
+    its share of the call's total self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for side, fn in sides.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(e.self_cpu_time_total for e in events)
+        events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+        out[side] = [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+                      "share": e.self_cpu_time_total / total} for e in events[:top]]
+    return out
+
+
 # ------------------------------------------------------------------------------------------- report
 FLOORS = {  # the issue's floors: genarena / official at most this
     "VAR sampling": 0.7, "VAR train step": 0.95, "MAR train step": 0.85, "MAR sampling": 0.85}
@@ -467,6 +487,17 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
                       f"/ {c['eager_median']:.3f} s (best / median); compiled / eager: ratio of best "
                       f"{c['ratio_of_min']:.2f}, per-round median {c['ratio_median']:.2f} [{c['ratio_min']:.2f}, "
                       f"{c['ratio_max']:.2f}]."]
+    for name, sides in (results.get("profiles") or {}).items():
+        lines += ["", f"Where the time of one call goes, {name}: the top operators by self CPU time "
+                  "(`torch.profiler`), share of the call's total self time.", "",
+                  "| # | " + " | ".join(f"{side} operator | calls | share" for side in sides) + " |",
+                  "|---|" + "---|---|---|" * len(sides)]
+        for i in range(max(len(ops) for ops in sides.values())):
+            cells = []
+            for ops in sides.values():
+                e = ops[i] if i < len(ops) else None
+                cells.append(" |  | " if e is None else f"`{e['op']}` | {e['calls']} | {e['share']:.1%}")
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     if meta.get("notes"):
         lines += ["", *meta["notes"]]
     (out / "vs_official.md").write_text("\n".join(lines) + "\n")
@@ -492,6 +523,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="batch of the training step and forward cases")
     parser.add_argument("--sample-batch", type=int, default=16, help="the larger sampling batch (the other is 1)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile arm")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profiles")
     parser.add_argument("--peak-rounds", type=int, default=2, help="timed depth-8 training steps per side")
     parser.add_argument("--only", choices=["var", "mar"], default=None)
     parser.add_argument("--quick", action="store_true",
@@ -526,6 +558,12 @@ def main() -> None:
     peaks = [matmul_peak(3)]
     times = run_rounds(cases, args.rounds, log)
     peaks.append(matmul_peak(3))
+    profiles = {}
+    if not args.no_profile:
+        for name in (p.format(b=args.batch, sb=args.sample_batch) for p in PROFILED):
+            if name in cases:
+                profiles[name] = profile_case(cases[name])
+                log(f"profiled {name}")
     compiled: dict[str, Any] | None = None
     if not args.no_compile and args.only in (None, "var"):
         t0 = time.perf_counter()
@@ -555,6 +593,7 @@ def main() -> None:
                   for name, t in times.items()},
         "peak": peak,
         "compile": compiled,
+        "profiles": profiles,
         "meta": {"rounds": args.rounds, "threads": args.threads, "batch": args.batch, "params": params,
                  "hardware": hardware(), "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
                  "torch": torch.__version__, "total_min": (time.perf_counter() - start) / 60,
