@@ -140,7 +140,8 @@ def write_report(out: Path, results: dict[str, Any]) -> None:
         "the domain classifier's label equals the requested class.",
         "- Validation loss: final / best. MAR's `learned_sigma` loss adds the VLB term to the noise-prediction MSE, so "
         "its total is not comparable with `eps`'s; `val eps-MSE` is (the final validation MSE of the noise).",
-        f"- {meta['hardware']}; total {meta['total_min']:.1f} min. Command: `{meta['command']}`.", "",
+        f"- {meta['hardware']}; total {meta['total_min']:.1f} min. Command: `{meta['command']}`. Conditions: "
+        f"{meta.get('conditions', 'not stated')}.", "",
         "| pair | architecture | overrides | params | steps | train min | val loss (last / best) | val eps-MSE | "
         "FID | class acc | s / image |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -176,6 +177,7 @@ def main() -> None:
                         help=f"training steps of both arms of a pair (default: {STEPS})")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="cap every job (tokenizers too) at this many steps: a quick end-to-end check")
+    parser.add_argument("--conditions", default="", help="a note on the machine's state, copied into the report")
     parser.add_argument("--out", default=str(OUT), help="folder for official_architectures.json / .md")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every generator job")
     args = parser.parse_args()
@@ -216,7 +218,8 @@ def main() -> None:
                                   compare, cfg.eval.checkpoint)
             results["pairs"][pair][arm] = {"name": name, "overrides": extra, "tokenizer_run": str(tok_run), **row}
     results["meta"] = {
-        "steps": {pair: steps[pair] for pair in args.pairs}, "cap": cap, "num_samples": int(compare.num_samples),
+        "steps": {pair: steps[pair] for pair in args.pairs}, "cap": cap, "conditions": args.conditions or "not stated",
+        "num_samples": int(compare.num_samples),
         "seed": int(compare.seed),
         "checkpoint": cfg.eval.checkpoint, "extractor": evaluator.extractor.describe(),
         "hardware": hardware(), "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
