@@ -116,3 +116,32 @@ def test_console_prints_each_line_once_without_adverts_and_counts_steps(workdir)
     assert out.count("`Trainer.fit` stopped") == 1
     assert "Tip:" not in out and "litlogger" not in out and "Epoch 0/" not in out
     assert "train (steps)" in out and "3/3" in out
+
+
+def test_trainer_compile_compiles_the_generator_loss_that_training_runs(workdir, monkeypatch):
+    """``trainer.compile=true`` must reach the training step: it calls ``generator.loss``, not ``forward`` (which is
+    all ``nn.Module.compile`` would wrap). torch.compile is replaced by a recording pass-through (no compiler)."""
+    tok = run_training(compose_cfg([*tiny_tokenizer_overrides("vq"), "task=tokenizer", *FAST]))
+    compiled, calls = [], []
+
+    def recording_compile(fn, *args, **kwargs):
+        compiled.append(fn)
+
+        def run(*a, **k):
+            calls.append(getattr(fn, "__name__", fn))
+            return fn(*a, **k)
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    cfg = compose_cfg(["task=generator", *tiny_generator_overrides("ar"), f"tokenizer.ckpt={tok['run_dir']}", *FAST,
+                       "trainer.compile=true", "callbacks.ema.enabled=true"])
+    metrics = run_training(cfg)
+    assert metrics["status"] == "finished"
+    losses = [fn for fn in compiled if getattr(fn, "__name__", "") == "loss"]
+    assert losses and all(type(fn.__self__).__name__ == "RasterAR" for fn in losses)  # the generator's bound loss()
+    assert calls.count("loss") >= metrics["steps"]  # every training step went through the compiled loss
+    plain = compose_cfg(["task=generator", *tiny_generator_overrides("ar"), f"tokenizer.ckpt={tok['run_dir']}",
+                         *FAST])
+    compiled.clear()
+    run_training(plain)
+    assert not compiled  # off by default

@@ -286,7 +286,7 @@ class TrainerConfig:
     overfit_batches: Any = MISSING  # conf/debug/overfit.yaml
     detect_anomaly: bool = MISSING  # conf/debug/anomaly.yaml
     profiler: str | None = None  # conf/debug/profiler.yaml: simple | advanced | pytorch
-    compile: bool = MISSING  # torch.compile the model (GPU)
+    compile: bool = MISSING  # torch.compile the training step: a generator's loss(), a tokenizer's forward
     num_threads: int | None = None  # torch CPU threads; None keeps torch's default
 
 

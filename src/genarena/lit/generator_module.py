@@ -39,6 +39,17 @@ class GeneratorModule(L.LightningModule):
         self.best_val_loss, self.best_val_step = float("inf"), -1
         self.val_means: dict[str, MeanMetric] = {}  # created on first use: the keys come from the paradigm's loss()
         self.last_val: dict[str, float] = {}
+        self.compile_loss, self._compiled_loss, self._compiled_for = False, None, None
+
+    def generator_loss(self, tokens: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """``generator.loss`` (what training and validation run), through ``torch.compile`` with ``trainer.compile``:
+        ``nn.Module.compile`` would only wrap ``forward``, which the training step never calls. Compiled per generator
+        instance, so a deep copy of the module (weight averaging) compiles its own."""
+        if not self.compile_loss:
+            return self.generator.loss(tokens, labels)
+        if self._compiled_loss is None or self._compiled_for != id(self.generator):
+            self._compiled_loss, self._compiled_for = torch.compile(self.generator.loss), id(self.generator)
+        return self._compiled_loss(tokens, labels)
 
     # the tokenizer stays frozen in eval mode whatever Lightning toggles
     def train(self, mode: bool = True):
@@ -56,7 +67,7 @@ class GeneratorModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         tokens, labels = batch
-        out = self.generator.loss(tokens, labels)
+        out = self.generator_loss(tokens, labels)
         check_losses(self.global_step, {f"train/{k}": v for k, v in out.items()}, any_rank(self._trainer))
         self.log_dict({f"train/{k}": v for k, v in out.items()})
         self.log("loss", out["loss"].detach(), prog_bar=True, logger=False)
@@ -68,7 +79,7 @@ class GeneratorModule(L.LightningModule):
         tokens, labels = batch
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed + 1000 + batch_idx)
-            out = self.generator.loss(tokens, labels)
+            out = self.generator_loss(tokens, labels)
         for k, v in out.items():
             if k not in self.val_means:
                 self.val_means[k] = MeanMetric(sync_on_compute=True).to(self.device)

@@ -74,8 +74,7 @@ def train_generator(cfg: DictConfig, run_dir: Path, logger, ckpt_path: str | Non
     dm.setup()
     module = GeneratorModule(to_dict(cfg.generator), tokenizer, tok_hp, to_dict(cfg.data), dm.num_classes, cfg.optim,
                              cfg.trainer.max_steps, cfg.log.grid_size, cfg.seed)
-    if cfg.trainer.compile:
-        module.generator.compile()
+    module.compile_loss = bool(cfg.trainer.compile)  # the loss is what a training step runs (not forward)
     callbacks = build_callbacks(cfg, run_dir, has_logger=bool(logger))
     for cb in callbacks:
         if isinstance(cb, PeriodicEvalCallback) and cb.active and rank_zero_only.rank == 0:
