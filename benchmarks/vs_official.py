@@ -211,20 +211,23 @@ def var_cases(m: dict, batch: int, sample_batch: int) -> dict[str, dict[str, Cal
             "VAR sampling (batch 1)": sampling(1), f"VAR sampling (batch {sample_batch})": sampling(sample_batch)}
 
 
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]) -> None:
+    """One optimisation step as both trainers take it: loss, backward, gradient clipping at ``CLIP``, AdamW."""
+    model.train()
+    loss = loss_fn()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+    opt.step()
+
+
 def compile_case(ours: nn.Module, loss: Callable[[], torch.Tensor],
                  log) -> tuple[dict[str, Callable[[], Any]] | None, str | None]:
     """genarena's training step (``loss()``: forward and loss, as ``trainer.compile=true`` compiles it; backward
     through AOTAutograd) under ``torch.compile`` and eagerly, with one optimizer. Compiles in the first call; returns
     ``(None, error)`` where compiling or the first compiled step fails (no C++ compiler, an unsupported op, ...)."""
     opt = adamw(ours)
-
-    def step(loss_fn: Callable[[], torch.Tensor]) -> None:
-        ours.train()
-        value = loss_fn()
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), CLIP)
-        opt.step()
+    step = partial(train_step, ours, opt)
 
     t0 = time.perf_counter()
     try:
@@ -284,14 +287,7 @@ def mar_cases(m: dict, batch: int, sample_batch: int) -> dict[str, dict[str, Cal
     labels = torch.randint(0, MAR_CFG["class_num"], (batch,), generator=g)
     sample_labels = torch.randint(0, MAR_CFG["class_num"], (sample_batch,), generator=g)
     opt_o, opt_g = adamw(official), adamw(ours)
-
-    def step(model, opt, loss_fn) -> None:
-        model.train()
-        loss = loss_fn()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
+    step = train_step
 
     @torch.no_grad()
     def official_forward() -> None:
