@@ -165,9 +165,7 @@ class RasterAR(Generator):
         if train:
             return 3 * (self.transformer.flops(L) + L * head_per_token + head_adaln)
         require_sampling(cfg=cfg)
-        if self.backbone == "shared":  # the modulations are computed once per sampling call, not per step
-            steps = sum(self.transformer.flops(1, i + 1, adaln=False) for i in range(L)) + self.transformer.flops(0)
-        else:
-            steps = sum(self.transformer.flops(1, i + 1) for i in range(L))
+        # AdaLN modulations (shared backbone) are computed once per sampling call, not per step: flops(0)
+        steps = sum(self.transformer.flops(1, i + 1, adaln=False) for i in range(L)) + self.transformer.flops(0)
         total = steps + L * head_per_token + head_adaln
         return (2 if cfg else 1) * total

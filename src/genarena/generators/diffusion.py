@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from genarena.generators.sampling import guide
+
 DIFFUSION_LOSSES = ("eps", "learned_sigma")
 NOISE_SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddpm", "ddim")  # ddpm: the paper's ancestral chain | ddim: Song et al.'s, eta sets its noise
@@ -380,7 +382,7 @@ class DiffusionLoss(nn.Module):
             eps, v = out.chunk(2, dim=1) if self.learn_sigma else (out, None)
             if guided:
                 eps_c, eps_u = eps.chunk(2)
-                eps = torch.add(eps_c, eps_c - eps_u, alpha=cfg)
+                eps = guide(eps_c, eps_u, cfg)
                 v = None if v is None else v[:n]  # the conditional variance
             rx, rm, *coef = plan[index]
             x0 = torch.sub(x * rx, eps, alpha=rm)

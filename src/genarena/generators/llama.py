@@ -146,9 +146,10 @@ class LlamaTransformer(nn.Module):
             x = block(x, mask, rope, self.caches[i] if self.caches is not None else None)
         return x
 
-    def flops(self, tokens: int, keys: int | None = None) -> float:
+    def flops(self, tokens: int, keys: int | None = None, adaln: bool = True) -> float:
         """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys (default
         ``tokens``), for one sequence: qkv, output projection, SwiGLU and attention."""
+        del adaln  # no AdaLN here: the argument keeps the shared backbone's signature
         keys = tokens if keys is None else keys
         c = self.width
         per_token = 2 * (3 * c * c + c * c + 3 * c * self.hidden)

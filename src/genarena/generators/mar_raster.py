@@ -136,14 +136,8 @@ class RasterMAR(MARBase):
             return 3 * fwd + n * self.diffloss.train_flops_per_token()
         if cfg is None or diffusion_steps is None:
             raise ValueError("sampling FLOPs need the sampling parameters cfg and diffusion_steps")
-        shared = self.backbone == "shared"  # its modulations are computed once per sampling call, not per step
-
-        def stacks(tokens: int, keys: int) -> float:
-            if shared:
-                return enc.flops(tokens, keys, adaln=False) + dec.flops(tokens, keys, adaln=False)
-            return enc.flops(tokens, keys) + dec.flops(tokens, keys)
-
-        fwd = stacks(buf, buf) + 2 * buf * c * c + (enc.flops(0) + dec.flops(0) if shared else 0)
+        # AdaLN modulations (shared backbone) are computed once per sampling call, not per step: flops(0)
+        fwd = enc.flops(buf, adaln=False) + dec.flops(buf, adaln=False) + 2 * buf * c * c + enc.flops(0) + dec.flops(0)
         for i in range(1, n):
-            fwd += stacks(1, buf + i) + 2 * d * c + 2 * c * c
+            fwd += enc.flops(1, buf + i, adaln=False) + dec.flops(1, buf + i, adaln=False) + 2 * d * c + 2 * c * c
         return (2 if cfg else 1) * fwd + n * self.diffloss.sample_flops_per_token(diffusion_steps, bool(cfg))

@@ -84,9 +84,10 @@ class ViT(nn.Module):
             x = block(x, mask, self.caches[i] if self.caches is not None else None)
         return x
 
-    def flops(self, tokens: int, keys: int | None = None) -> float:
+    def flops(self, tokens: int, keys: int | None = None, adaln: bool = True) -> float:
         """Forward FLOPs (2 per multiply-add) of ``tokens`` queries attending to ``keys`` keys (default:
         ``tokens``), for one sequence."""
+        del adaln  # no AdaLN here: the argument keeps the shared backbone's signature
         keys = tokens if keys is None else keys
         c, hidden = self.width, int(self.width * self.mlp_ratio)
         per_token = 2 * (3 * c * c + c * c + 2 * c * hidden)  # qkv, out proj, MLP
