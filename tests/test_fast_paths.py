@@ -1,5 +1,6 @@
 """Fast paths equal the reference they replace: the top-k / top-p sampler, the preallocated KV cache, precomputed
-conditioning, DropPath on the keep mask, MAR's batched diffusion sampler and DDIM."""
+conditioning, DropPath on the keep mask, MAR's batched diffusion sampler and DDIM, MAR's diffusion loss with one
+condition and timestep embedding per token and timestep."""
 
 from __future__ import annotations
 
@@ -256,6 +257,36 @@ def test_ddim_with_eta_1_is_the_ddpm_chain():
     assert not torch.allclose(ddim0, ddpm, atol=1e-2)  # eta = 0 is another (deterministic) sampler
 
 
+@pytest.mark.parametrize("loss", ["eps", "learned_sigma"])
+def test_training_embeds_each_condition_and_timestep_once_with_the_per_row_loss_and_gradients(loss):
+    """``batch_mul`` draws per token share one condition embedding and each distinct timestep is embedded once:
+    the loss and every gradient equal the per-row reference (the repeated ``z`` and one embedding per row)."""
+    from genarena.generators.diffusion import timestep_embedding
+
+    dl = tiny_diffloss(loss)
+    x0, z = torch.randn(5, 4), torch.randn(5, 8)
+    k = 3
+    t = torch.tensor([7, 7, 500, 0, 999] * k)  # repeated timesteps, within and across draws
+    eps = torch.randn(5 * k, 4)
+
+    fast = dl.terms(x0.repeat(k, 1), z, t, eps)
+    fast["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in dl.named_parameters()}
+    dl.zero_grad()
+
+    net = dl.net  # the reference: every row embedded on its own
+    per_row = lambda x, t_, z_: net.run(x, net.time_embed(timestep_embedding(t_, net.FREQ_DIM)) + net.cond_embed(z_))
+    net.forward = per_row
+    ref = dl.terms(x0.repeat(k, 1), z.repeat(k, 1), t, eps)
+    ref["loss"].backward()
+    torch.testing.assert_close(fast["loss"], ref["loss"])
+    torch.testing.assert_close(fast["mse"], ref["mse"])
+    for n, p in dl.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, msg=n)
+    with pytest.raises(ValueError, match="do not divide"):
+        net.condition(torch.randn(4, 8), t)
+
+
 class TrueEps(torch.nn.Module):
     """A stand-in denoiser that predicts the true noise of ``x_t`` for fixed clean tokens ``x0``:
     ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``. The timestep travels through the condition."""
@@ -324,3 +355,77 @@ def test_a_mar_checkpoint_from_before_the_sampler_option_loads_with_ddpm_and_tak
     _, _, hp = load_generator(path)
     assert hp["generator"]["sampling"]["sampler"] == "ddpm" and hp["generator"]["sampling"]["eta"] == 0.0
     assert merge_sampling(hp["generator"]["sampling"], {"sampler": "ddim"})["sampler"] == "ddim"
+
+
+# ------------------------------------------------------------------------------------------- dropout
+def test_cpu_dropout_mask_keeps_at_the_rate_and_the_scale_keeps_the_mean():
+    from genarena.generators.dropout import LEVELS, dropout, keep_mask
+
+    mask, keep = keep_mask((1000, 1000), 0.1, torch.Generator().manual_seed(0))
+    assert mask.dtype == torch.bool and mask.shape == (1000, 1000)
+    assert keep == round(0.9 * LEVELS) / LEVELS and abs(keep - 0.9) < 1 / LEVELS
+    sd = math.sqrt(keep * (1 - keep) / mask.numel())
+    assert abs(mask.float().mean().item() - keep) < 5 * sd
+    x = torch.randn(1000, 1000)
+    torch.manual_seed(1)
+    out = dropout(x, 0.1, True)
+    kept = out != 0
+    torch.testing.assert_close(out[kept], x[kept] / keep)  # kept elements scaled by 1 / P(keep), others 0
+    assert abs(dropout(torch.ones(1000, 1000), 0.1, True).mean().item() - 1.0) < 5 * sd / keep
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.1, True), out)  # seeded by torch's generator
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+    assert abs(keep_mask((4001,), 0.5)[0].float().mean().item() - 0.5) < 0.05  # an odd size (not a multiple of 4)
+    with pytest.raises(ValueError, match="p=1.0"):
+        keep_mask((3,), 1.0)
+
+
+def test_cpu_dropout_draws_every_16_bit_lane_uniformly():
+    """Four 16-bit uniforms per 64-bit draw: each lane, the top one with the word's sign bit included, is uniform
+    (a draw over [0, 2^63) only would make the top lane non-negative, so it would keep every element at p < 0.5)."""
+    from genarena.generators.dropout import keep_mask
+
+    mask, keep = keep_mask((4 * 50_000,), 0.5, torch.Generator().manual_seed(0))
+    lanes = mask.view(-1, 4).float().mean(0)
+    assert torch.all((lanes - keep).abs() < 0.01), lanes
+
+
+def test_attention_dropout_is_sdpa_with_the_cpu_mask(monkeypatch):
+    """With the keep mask forced to all-kept, attention with dropout is SDPA without dropout, for bool and float
+    masks and either scale; with a real mask the model's attention takes this path in training on the CPU."""
+    import genarena.generators.dropout as dropout_module
+    from genarena.generators.backbone import Attention, block_causal_mask
+
+    q, k, v = torch.randn(3, 2, 2, 6, 8).unbind(0)
+    bool_mask = torch.rand(6, 6) > 0.3
+    bool_mask[:, 0] = True
+    float_mask = torch.randn(6, 6)
+    all_kept = lambda shape, p, generator=None: (torch.ones(shape, dtype=torch.bool), 1.0)  # noqa: E731
+    monkeypatch.setattr(dropout_module, "keep_mask", all_kept)
+    for mask in (None, bool_mask, float_mask):
+        for scale in (None, 0.7):
+            ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            out = dropout_module.attention_with_dropout(q, k, v, mask, scale, 0.1)
+            torch.testing.assert_close(out, ref)
+    monkeypatch.undo()
+
+    calls = []
+    real = dropout_module.attention_with_dropout
+    monkeypatch.setattr("genarena.generators.backbone.attention_with_dropout",
+                        lambda *a: calls.append(a[-1]) or real(*a))
+    attn = Attention(16, 2, qk_norm=True, dropout=0.25).train()
+    attn(torch.randn(2, 5, 16), block_causal_mask([1, 4]))
+    attn.eval()(torch.randn(2, 5, 16))
+    assert calls == [0.25]  # training only
+
+
+def test_every_dropout_of_the_generators_uses_the_cpu_mask():
+    from genarena.generators.dropout import Dropout
+
+    from .conftest import tiny_generator
+
+    for name, over in (("mar", {"backbone": "vit", "dropout": 0.1}), ("ar", {"backbone": "llama", "dropout": 0.1}),
+                       ("var", {"dropout": 0.1})):
+        gen, _ = tiny_generator(name, **over)
+        drops = [m for m in gen.modules() if isinstance(m, torch.nn.Dropout)]
+        assert drops and all(isinstance(m, Dropout) for m in drops), (name, drops)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from genarena.generators.backbone import causal_mask, rope_2d
 from genarena.generators.base import Generator, accuracy
+from genarena.generators.dropout import Dropout
 from genarena.generators.llama import LlamaHead, LlamaTransformer, llama_init, llamagen_rope
 from genarena.generators.sampling import guidance_weight, require_sampling, sample_logits, split_guided
 
@@ -48,7 +49,7 @@ class RasterAR(Generator):
         self.seq_len, self.vocab_size, self.pos_kind = tokenizer.seq_len, tokenizer.vocab_size, pos_embed
         c = self.width
         self.token_embed = nn.Embedding(self.vocab_size, c)
-        self.embed_drop = nn.Dropout(embed_dropout)
+        self.embed_drop = Dropout(embed_dropout)
         if pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.seq_len, c))
         else:

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from genarena.generators.dropout import Dropout, attention_with_dropout
 from genarena.generators.heads import CEHead
 
 
@@ -148,8 +149,11 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        if self.training and self.dropout > 0 and q.device.type == "cpu":  # the cheaper CPU dropout mask
+            out = attention_with_dropout(q, k, v, mask, scale, self.dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                                 dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -191,7 +195,7 @@ class Block(nn.Module):
         self.attn = Attention(width, heads, qk_norm, dropout, k_bias)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width),
-                                 nn.Dropout(dropout))
+                                 Dropout(dropout))
         self.drop_path = DropPath(drop_path)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         nn.init.zeros_(self.ada[1].weight)

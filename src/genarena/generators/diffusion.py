@@ -218,11 +218,24 @@ class DenoiserMLP(nn.Module):
         self.zero_modulation_and_output()
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        return self.run(x, self.time_cond(t) + self.cond_embed(z))
+        return self.run(x, self.condition(z, t))
+
+    def condition(self, z: Tensor, t: Tensor) -> Tensor:
+        """The blocks' condition ``time_cond(t) + cond_embed(z)``, ``(N, W)``. ``z`` has ``N`` rows, or ``N / k``
+        when each token's ``k`` draws are stacked as ``x0.repeat(k, 1)`` stacks them: then each token's condition
+        is embedded once and repeated ``k`` times (the same numbers as embedding the repeated ``z``)."""
+        n, m = t.shape[0], z.shape[0]
+        if n % m:
+            raise ValueError(f"{m} conditions do not divide {n} timesteps: z needs N or N / k rows")
+        c = self.cond_embed(z)  # (N / k, W)
+        return self.time_cond(t) + (c.repeat(n // m, 1) if n != m else c)  # (N, W)
 
     def time_cond(self, t: Tensor) -> Tensor:
-        """The timestep embedding ``(N,) -> (N, W)`` (added to ``cond_embed(z)``: the blocks' condition)."""
-        return self.time_embed(timestep_embedding(t, self.FREQ_DIM))
+        """The timestep embedding ``(N,) -> (N, W)`` (added to ``cond_embed(z)``: the blocks' condition). Each
+        distinct timestep is embedded once and gathered: a training batch has more rows than the ``T``
+        timesteps (``batch_mul`` draws per token)."""
+        steps, index = torch.unique(t, return_inverse=True)
+        return nn.functional.embedding(index, self.time_embed(timestep_embedding(steps, self.FREQ_DIM)))
 
     def run(self, x: Tensor, c: Tensor) -> Tensor:
         """The network on ``x (N, D)`` under an embedded condition ``c (N, W)`` -> ``(N, out_dim)``."""
@@ -232,12 +245,9 @@ class DenoiserMLP(nn.Module):
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         return self.out(torch.addcmul(shift, self.final_norm(h), 1 + scale))  # (N, out_dim)
 
-    def flops(self) -> float:
-        """Forward FLOPs for one token (timestep and condition embeddings included, as in training)."""
-        return 2 * (self.FREQ_DIM * self.width + self.width ** 2) + self.cond_flops() + self.run_flops()
-
     def cond_flops(self) -> float:
-        """FLOPs of ``cond_embed`` for one token (the sampler computes it once per chain)."""
+        """FLOPs of ``cond_embed`` for one token (computed once per token: for all its training draws, for the
+        sampler's whole chain)."""
         return 2 * self.cond_dim * self.width
 
     def run_flops(self) -> float:
@@ -288,7 +298,7 @@ class DiffusionLoss(nn.Module):
         if self.training:
             with torch.no_grad():
                 self.x0_bound.copy_(torch.maximum(self.x0_bound, x0.detach().abs().amax(0)))
-        x0, z = x0.repeat(self.batch_mul, 1), z.repeat(self.batch_mul, 1)  # (batch_mul N, D), (batch_mul N, C)
+        x0 = x0.repeat(self.batch_mul, 1)  # (batch_mul N, D); z stays (N, C): embedded once per token
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
         terms = self.terms(x0, z, t, torch.randn_like(x0))
         out = {"loss": terms["loss"], "mse": terms["mse"].mean()}
@@ -298,7 +308,8 @@ class DiffusionLoss(nn.Module):
 
     def terms(self, x0: Tensor, z: Tensor, t: Tensor, eps: Tensor) -> dict[str, Tensor]:
         """Loss at given timesteps ``t (N,)`` and noise ``eps (N, D)``: ``loss`` (the mean), per token ``mse (N,)``
-        and, with ``learned_sigma``, ``vb (N,)`` (in bits per dimension)."""
+        and, with ``learned_sigma``, ``vb (N,)`` (in bits per dimension). ``z``: ``(N, C)``, or ``(N / k, C)`` for
+        ``k`` draws per token stacked as ``x0.repeat(k, 1)`` (:meth:`DenoiserMLP.condition`)."""
         if not self.learn_sigma:
             abar = self.alphas_cumprod[t][:, None]
             x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
@@ -410,7 +421,9 @@ class DiffusionLoss(nn.Module):
 
     # ------------------------------------------------------------------ cost
     def train_flops_per_token(self) -> float:
-        return 3 * self.batch_mul * self.net.flops()
+        """Forward and backward of ``batch_mul`` draws on one condition embedding. The timestep embedding runs once
+        per distinct timestep of a batch (at most ``T``: the table is shared by every token), so it is not counted."""
+        return 3 * (self.batch_mul * self.net.run_flops() + self.net.cond_flops())
 
     def sample_flops_per_token(self, steps: int, guided: bool) -> float:
         # the sampler embeds the condition once per chain and the timesteps once per batch (negligible per token)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genarena.generators.backbone import DropPath, KVCache, apply_rope, rope_2d
+from genarena.generators.dropout import Dropout
 
 NORM_EPS = 1e-5  # LlamaGen's RMSNorm epsilon
 INIT_STD = 0.02  # LlamaGen's initializer_range
@@ -53,7 +54,7 @@ class LlamaAttention(nn.Module):
         self.heads, self.head_dim = heads, width // heads
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.proj = nn.Linear(width, width, bias=False)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor] | None,
                 cache: KVCache | None) -> Tensor:
@@ -75,7 +76,7 @@ class SwiGLU(nn.Module):
         self.gate = nn.Linear(width, hidden, bias=False)
         self.up = nn.Linear(width, hidden, bias=False)
         self.down = nn.Linear(hidden, width, bias=False)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.down(F.silu(self.gate(x)) * self.up(x)))

@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from genarena.generators.backbone import Attention, DropPath, KVCache
+from genarena.generators.dropout import Dropout
 
 
 class ViTMLP(nn.Module):
@@ -27,9 +28,9 @@ class ViTMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(width, hidden)
         self.act = nn.GELU()
-        self.drop1 = nn.Dropout(dropout)
+        self.drop1 = Dropout(dropout)
         self.fc2 = nn.Linear(hidden, width)
-        self.drop2 = nn.Dropout(dropout)
+        self.drop2 = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
@@ -43,7 +44,7 @@ class ViTBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
         self.attn = Attention(width, heads, qk_norm, dropout)
-        self.attn_drop = nn.Dropout(dropout)  # on the attention output (timm's proj_drop)
+        self.attn_drop = Dropout(dropout)  # on the attention output (timm's proj_drop)
         self.norm2 = nn.LayerNorm(width, eps=1e-6)
         self.mlp = ViTMLP(width, int(width * mlp_ratio), dropout)
         self.drop_path = DropPath(drop_path)
