@@ -411,8 +411,7 @@ def test_attention_dropout_is_sdpa_with_the_cpu_mask(monkeypatch):
 
     calls = []
     real = dropout_module.attention_with_dropout
-    monkeypatch.setattr("genarena.generators.backbone.attention_with_dropout",
-                        lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(dropout_module, "attention_with_dropout", lambda *a: calls.append(a[-1]) or real(*a))
     attn = Attention(16, 2, qk_norm=True, dropout=0.25).train()
     attn(torch.randn(2, 5, 16), block_causal_mask([1, 4]))
     attn.eval()(torch.randn(2, 5, 16))

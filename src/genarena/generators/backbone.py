@@ -7,9 +7,10 @@ Block (VAR / DiT style; ``c`` is the class embedding ``(B, C)``)::
     x = x + g2 * MLP(LN(x) (1 + s2) + b2)
 
 The gates start at ``gate_init`` (near zero) and the modulations at zero, so every block starts close
-to the identity. Attention runs through ``F.scaled_dot_product_attention`` with an optional boolean
-mask (True = may attend), optional q/k l2-normalisation with a learned per-head scale (VAR: init 4,
-capped at 100, softmax scale 1), optional 2-D rotary positions and a KV cache for incremental
+to the identity. Attention runs through ``F.scaled_dot_product_attention`` (CPU training with dropout: the same
+attention with the cheaper mask of :mod:`genarena.generators.dropout`) with an optional boolean mask
+(True = may attend), optional q/k l2-normalisation with a learned per-head scale (VAR: init 4, capped at 100,
+softmax scale 1), optional 2-D rotary positions and a KV cache for incremental
 decoding (preallocated, see :class:`KVCache`). ``k_bias=False`` gives the keys no bias (VAR's attention: only q
 and v have one). Sampling computes the blocks' modulations once per call (:meth:`Transformer.modulations`).
 Shapes: tokens ``(B, L, C)``, heads ``(B, H, L, C/H)``.
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genarena.generators.dropout import Dropout, attention_with_dropout
+from genarena.generators.dropout import Dropout, attention
 from genarena.generators.heads import CEHead
 
 
@@ -149,11 +150,7 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)
-        if self.training and self.dropout > 0 and q.device.type == "cpu":  # the cheaper CPU dropout mask
-            out = attention_with_dropout(q, k, v, mask, scale, self.dropout)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                                 dropout_p=self.dropout if self.training else 0.0)
+        out = attention(q, k, v, mask, scale, self.dropout if self.training else 0.0)  # (B, H, n, D)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

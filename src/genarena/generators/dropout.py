@@ -1,11 +1,13 @@
-"""Dropout (Srivastava et al. 2014) with a cheaper keep mask on the CPU, and attention-probability dropout on it.
+"""Dropout (Srivastava et al. 2014) with a cheaper keep mask on the CPU, and attention whose probability dropout uses
+it.
 
 Inverted dropout keeps each element with probability ``q = 1 - p`` and scales kept ones by ``1 / q``, so
 ``E[dropout(x)] = x``. ``torch.bernoulli_`` draws one 32-bit word from the CPU generator per element, which made
 the masks about 12% of a MAR training step with the official dropout of 0.1 (``benchmarks/vs_official.md``). Here
 the mask compares 16-bit uniforms, four to each 64-bit draw, with a threshold: about 8x cheaper on the CPU. The
 keep probability is ``q`` rounded to a multiple of ``2^-16`` (0.9 -> 0.899994) and the scale is its exact
-inverse, so the expectation stays ``x``. Other devices run ``torch.nn.functional.dropout`` (its fused kernel).
+inverse, so the expectation stays ``x``. Other devices run ``torch.nn.functional.dropout`` (its fused kernel), and
+:func:`attention` runs ``F.scaled_dot_product_attention`` everywhere but in CPU training with dropout.
 """
 
 from __future__ import annotations
@@ -58,3 +60,11 @@ def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | 
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
     return dropout(scores.softmax(-1), p, True) @ v  # (B, H, L, D)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: float | None, p: float) -> Tensor:
+    """``F.scaled_dot_product_attention`` with ``dropout_p = p`` (0 outside training), except on the CPU with ``p > 0``:
+    there :func:`attention_with_dropout` (the cheaper mask). Shapes as in :func:`attention_with_dropout`."""
+    if p > 0 and q.device.type == "cpu":
+        return attention_with_dropout(q, k, v, attn_mask, scale, p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, dropout_p=p)
